@@ -1,0 +1,133 @@
+"""Matching boxes to ground truth, and balanced sampling of the matches.
+
+Shape letters: ``N`` images, ``G`` ground-truth boxes per image (padded),
+``M`` boxes to label per image (anchors or proposals, padded).
+Labels: 1 foreground, 0 background, -1 ignored.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from detect.box_ops import batched_pairwise_iou
+
+# IoU elements computed at once: bounds memory whatever the number of ground-truth boxes.
+IOU_CHUNK_ELEMENTS = 1 << 24
+
+
+class Matcher:
+    """Assigns each box the ground truth of highest IoU, then labels it by thresholds.
+
+    IoU >= ``fg_thresh``: foreground; < ``bg_thresh``: background; between: ignored.
+    With ``allow_low_quality_matches`` every ground-truth box also makes
+    foreground of the boxes it overlaps most (ties included), so that no object
+    is left without a positive anchor; those boxes keep their own best match, as
+    in torchvision and Detectron2. A ground-truth box overlapping nothing (IoU 0)
+    makes no such match.
+
+    The IoU matrix is never held whole: ground truth is processed in chunks with
+    running maxima, so memory stays at ``O(N * M)`` plus one chunk.
+    """
+
+    def __init__(self, fg_thresh: float, bg_thresh: float, allow_low_quality_matches: bool):
+        if bg_thresh > fg_thresh:
+            raise ValueError(f"bg_thresh {bg_thresh} must not exceed fg_thresh {fg_thresh}")
+        self.fg_thresh = fg_thresh
+        self.bg_thresh = bg_thresh
+        self.allow_low_quality_matches = allow_low_quality_matches
+
+    def __call__(
+        self, gt_boxes: Tensor, gt_valid: Tensor, boxes: Tensor, boxes_valid: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Matches boxes to ground truth.
+
+        Args:
+            gt_boxes: ``[N, G, 4]``; gt_valid: ``[N, G]`` bool, False on padding.
+            boxes: ``[N, M, 4]``, or ``[M, 4]`` shared by all images (anchors).
+            boxes_valid: ``[N, M]`` bool, False on padding (labelled -1).
+
+        Returns:
+            matched_gt ``[N, M]`` int64 index into G (0 where there is no match) and
+            labels ``[N, M]`` int8.
+        """
+        num_images, num_gt = gt_valid.shape
+        num_boxes = boxes.shape[-2]
+        device = gt_boxes.device
+        best_iou = torch.full((num_images, num_boxes), -1.0, device=device)
+        matched_gt = torch.zeros((num_images, num_boxes), dtype=torch.int64, device=device)
+        gt_best_iou = torch.zeros((num_images, num_gt), device=device)
+        chunk = max(1, IOU_CHUNK_ELEMENTS // max(1, num_images * num_boxes))
+        for start in range(0, num_gt, chunk):
+            iou = self._iou(gt_boxes, gt_valid, boxes, boxes_valid, start, start + chunk)  # (N, g, M)
+            chunk_best, chunk_arg = iou.max(dim=1)
+            better = chunk_best > best_iou  # strict: the lower gt index wins ties, like argmax
+            best_iou = torch.where(better, chunk_best, best_iou)
+            matched_gt = torch.where(better, chunk_arg + start, matched_gt)
+            gt_best_iou[:, start : start + chunk] = iou.max(dim=2).values if num_boxes else 0.0
+
+        labels = torch.full((num_images, num_boxes), -1, dtype=torch.int8, device=device)
+        labels[best_iou >= self.fg_thresh] = 1
+        labels[(best_iou < self.bg_thresh)] = 0
+        if self.allow_low_quality_matches:
+            labels[self._low_quality(gt_boxes, gt_valid, boxes, boxes_valid, gt_best_iou, chunk)] = 1
+        if boxes_valid is not None:
+            labels[~boxes_valid] = -1
+        return matched_gt, labels
+
+    @staticmethod
+    def _iou(gt_boxes, gt_valid, boxes, boxes_valid, start, stop) -> Tensor:
+        iou = batched_pairwise_iou(gt_boxes[:, start:stop], boxes)
+        iou = iou.masked_fill(~gt_valid[:, start:stop, None], -1.0)
+        if boxes_valid is not None:
+            iou = iou.masked_fill(~boxes_valid[:, None, :], -1.0)
+        return iou
+
+    def _low_quality(self, gt_boxes, gt_valid, boxes, boxes_valid, gt_best_iou, chunk) -> Tensor:
+        """Boxes whose IoU with some ground truth equals that ground truth's best IoU."""
+        num_images, num_gt = gt_valid.shape
+        mask = torch.zeros((num_images, boxes.shape[-2]), dtype=torch.bool, device=gt_boxes.device)
+        for start in range(0, num_gt, chunk):
+            iou = self._iou(gt_boxes, gt_valid, boxes, boxes_valid, start, start + chunk)
+            best = gt_best_iou[:, start : start + chunk, None]
+            mask |= ((iou == best) & (best > 0)).any(dim=1)
+        return mask
+
+
+class BalancedSampler:
+    """Draws up to ``batch_size_per_image`` labelled boxes per image, at most
+    ``positive_fraction`` of them foreground, the rest filled with background.
+
+    ``shuffle=False`` takes the lowest-indexed candidates instead of random ones,
+    which makes training deterministic for tests.
+    """
+
+    def __init__(self, batch_size_per_image: int, positive_fraction: float, shuffle: bool = True):
+        self.batch_size_per_image = batch_size_per_image
+        self.positive_fraction = positive_fraction
+        self.shuffle = shuffle
+
+    def __call__(self, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Args: labels ``[N, M]`` (1, 0, -1). Returns: positive and negative masks ``[N, M]``."""
+        is_pos = labels == 1
+        is_neg = labels == 0
+        max_pos = int(self.batch_size_per_image * self.positive_fraction)
+        num_pos = is_pos.sum(dim=1).clamp(max=max_pos)
+        num_neg = is_neg.sum(dim=1).clamp(max=self.batch_size_per_image - num_pos)
+        return self._pick(is_pos, num_pos), self._pick(is_neg, num_neg)
+
+    def _pick(self, candidates: Tensor, counts: Tensor) -> Tensor:
+        num_images, num_boxes = candidates.shape
+        k = int(counts.max()) if num_images else 0
+        picked = torch.zeros_like(candidates)
+        if k == 0:
+            return picked
+        if self.shuffle:
+            priority = torch.rand(candidates.shape, device=candidates.device)
+        else:
+            priority = torch.arange(num_boxes, device=candidates.device, dtype=torch.float32).expand(num_images, -1)
+        priority = priority.masked_fill(~candidates, float("inf"))
+        chosen = priority.topk(k, dim=1, largest=False).indices  # (N, k), lowest priority first
+        keep = torch.arange(k, device=candidates.device)[None, :] < counts[:, None]
+        picked.scatter_(1, chosen, keep)
+        return picked

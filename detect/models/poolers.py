@@ -1,0 +1,67 @@
+"""Pooling a fixed-size feature for every RoI, from the FPN level that suits its size.
+
+Shape letters: ``R`` RoIs of the whole batch, ``C`` channels, ``S`` output size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import roi_align, roi_pool
+
+from detect.box_ops import box_area
+
+
+def assign_fpn_levels(boxes: Tensor, min_level: int, max_level: int, canonical_size: float = 224.0, canonical_level: int = 4) -> Tensor:
+    """Level of each box by the FPN paper's rule ``floor(k0 + log2(sqrt(area) / 224))``.
+
+    Returns indices ``0 .. max_level - min_level`` into the pooled levels. The
+    small epsilon keeps boxes of exactly canonical size on level k0, as torchvision does.
+    """
+    size = torch.sqrt(box_area(boxes))
+    level = torch.floor(canonical_level + torch.log2(size / canonical_size) + torch.tensor(1e-6, dtype=size.dtype))
+    return (level.clamp(min=min_level, max=max_level) - min_level).to(torch.int64)
+
+
+class RoIPooler(nn.Module):
+    """RoIAlign (or RoIPool) over one or several feature levels.
+
+    Args:
+        output_size: ``S``.
+        strides: stride of each pooled level, fine to coarse (powers of two for several levels).
+        sampling_ratio: RoIAlign's sampling points per bin side (0: adaptive).
+        aligned: RoIAlign's half-pixel correction.
+        pool_type: ``"align"`` or ``"pool"`` (max pooling, as in the ResNet paper).
+    """
+
+    def __init__(self, output_size: int, strides: list[int], sampling_ratio: int, aligned: bool, pool_type: str):
+        super().__init__()
+        if pool_type not in ("align", "pool"):
+            raise ValueError(f"unknown RoI pooler type {pool_type!r}; known: 'align', 'pool'")
+        self.output_size = output_size
+        self.scales = [1.0 / s for s in strides]
+        self.min_level = int(math.log2(strides[0]))
+        self.max_level = int(math.log2(strides[-1]))
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+        self.pool_type = pool_type
+
+    def forward(self, features: list[Tensor], rois: Tensor) -> Tensor:
+        """Args: features per level ``[N, C, H, W]``; rois ``[R, 5]`` as (image index, x1, y1, x2, y2).
+        Returns ``[R, C, S, S]``."""
+        if len(features) == 1:
+            return self._pool(features[0], rois, self.scales[0])
+        levels = assign_fpn_levels(rois[:, 1:], self.min_level, self.max_level)
+        out = rois.new_zeros((len(rois), features[0].shape[1], self.output_size, self.output_size))
+        for level, (feature, scale) in enumerate(zip(features, self.scales)):
+            (idx,) = torch.where(levels == level)
+            out[idx] = self._pool(feature, rois[idx], scale).to(out.dtype)
+        return out
+
+    def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
+        rois = rois.to(feature.dtype)
+        if self.pool_type == "pool":
+            return roi_pool(feature, rois, self.output_size, scale)
+        return roi_align(feature, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
