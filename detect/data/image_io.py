@@ -1,0 +1,103 @@
+"""Reading and writing image files; the one place where RGB <-> BGR is handled.
+
+Everything in detect speaks RGB: ``uint8`` arrays of shape ``(H, W, 3)`` on the
+numpy side and float ``Tensor[3, H, W]`` in 0..1 on the torch side. OpenCV
+decodes to BGR, so the conversion happens here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class ImageReadError(ValueError):
+    """An image file that is missing or cannot be decoded; the message names the file."""
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decodes an image file to RGB, with its EXIF orientation applied.
+
+    Grayscale files come back with three equal channels and an alpha channel is
+    dropped, so every image has the same layout.
+
+    Args:
+        path: any format OpenCV decodes (JPEG, PNG, BMP, ...).
+
+    Returns:
+        ``uint8`` array of shape ``(H, W, 3)``, RGB. ``H, W`` are those of the
+        image as displayed, i.e. after the EXIF orientation tag is applied (the
+        convention of COCO's ``height``/``width`` and of every image viewer).
+
+    Raises:
+        ImageReadError: the file is missing or cannot be decoded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: image file not found")
+    # IMREAD_COLOR applies the EXIF orientation (IMREAD_IGNORE_ORIENTATION would not).
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageReadError(f"{path}: cannot decode image (corrupt file or unsupported format)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Encodes an RGB image to a file whose format follows its extension.
+
+    Args:
+        path: e.g. ``out/vis/000005.jpg``; missing parent folders are created.
+        rgb: ``uint8`` array of shape ``(H, W, 3)``, RGB.
+
+    Raises:
+        ValueError: ``rgb`` is not ``uint8 (H, W, 3)``, or the file cannot be written.
+    """
+    path = Path(path)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"{path}: expected a uint8 RGB array of shape (H, W, 3), got {rgb.dtype} {rgb.shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        ok = cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    except cv2.error as e:  # raised instead of returning False for e.g. an unknown extension
+        raise ValueError(f"{path}: cannot write image: {e}") from e
+    if not ok:
+        raise ValueError(f"{path}: cannot write image (unsupported extension or unwritable location)")
+
+
+def image_to_tensor(rgb: np.ndarray) -> Tensor:
+    """``uint8 (H, W, 3)`` RGB array -> ``float32 Tensor[3, H, W]`` in 0..1 (a copy)."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected a uint8 RGB array of shape (H, W, 3), got {rgb.dtype} {rgb.shape}")
+    # (H, W, 3) -> (3, H, W); from_numpy shares memory, the division makes the copy.
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+
+
+def read_annotated_image(path: str | os.PathLike, height: int, width: int, record: str) -> np.ndarray:
+    """Reads an image and checks it has the size its annotation records.
+
+    Boxes are only meaningful in the frame the annotation was made in, so a
+    mismatch (typically an EXIF orientation tag the annotator ignored, or the
+    wrong file) is an error rather than silently misplaced boxes.
+
+    Args:
+        height, width: the size the annotation gives the image.
+        record: names the annotation in errors, e.g. ``"instances.json image id 9"``.
+
+    Returns:
+        ``uint8 (height, width, 3)`` RGB.
+    """
+    try:
+        rgb = read_image(path)
+    except ImageReadError as e:
+        raise ImageReadError(f"{e} ({record})") from e
+    if rgb.shape[:2] != (height, width):
+        raise ImageReadError(
+            f"{path}: decoded image is {rgb.shape[0]}x{rgb.shape[1]} (HxW, EXIF orientation applied) but "
+            f"{record} says height={height}, width={width}"
+        )
+    return rgb
