@@ -115,6 +115,17 @@ class GroupedBatchSampler:
                 buffer.clear()
 
 
+class SkippedBatches:
+    """An endless batch sampler without its first ``count`` batches (index lists only: no image is read)."""
+
+    def __init__(self, batches: Iterable[list[int]], count: int) -> None:
+        self.batches = batches
+        self.count = count
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return itertools.islice(iter(self.batches), self.count, None)
+
+
 def aspect_ratio_groups(dataset: DetectionDataset) -> list[int]:
     """Group id per item from the annotations: 0 if width / height < 1 (portrait), else 1."""
     groups = []
@@ -130,6 +141,7 @@ def build_train_loader(
     num_workers: int,
     aspect_ratio_grouping: bool,
     seed: int,
+    start_batch: int = 0,
 ) -> DataLoader:
     """An endless loader of shuffled training batches for this process.
 
@@ -139,6 +151,7 @@ def build_train_loader(
         num_workers: loading processes; 0 loads in the calling process.
         aspect_ratio_grouping: batch portrait and landscape images separately.
         seed: same on every rank; fixes the order and (with ``rank``) the augmentation.
+        start_batch: batches to skip, so that a resumed run continues the same sequence.
 
     Returns:
         Iterating yields ``(images, targets)`` batches forever; do not call ``len``.
@@ -149,6 +162,8 @@ def build_train_loader(
         batch_sampler: Iterable[list[int]] = GroupedBatchSampler(sampler, groups, batch_size_per_process)
     else:
         batch_sampler = BatchSampler(sampler, batch_size_per_process, drop_last=True)
+    if start_batch:
+        batch_sampler = SkippedBatches(batch_sampler, start_batch)
     # Workers' torch seeds (and so the augmentation draws) derive from this generator;
     # each rank gets its own so ranks do not augment in lockstep.
     generator = torch.Generator().manual_seed(seed + sampler.rank)

@@ -57,7 +57,7 @@ class CocoMetrics:
         return {"bbox": {**self.stats, "per_class": dict(self.per_class)}}
 
 
-def to_coco_results(predictions: Mapping[int, Mapping[str, Tensor]]) -> list[dict[str, Any]]:
+def to_coco_results(predictions: Mapping[Union[int, str], Mapping[str, Tensor]]) -> list[dict[str, Any]]:
     """Detections in the official COCO results format.
 
     Args:
@@ -83,8 +83,13 @@ def to_coco_results(predictions: Mapping[int, Mapping[str, Tensor]]) -> list[dic
         xywh = torch.cat((xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]), dim=1)  # (N, 4)
         rows = zip(xywh.tolist(), scores.detach().cpu().tolist(), labels.detach().cpu().tolist())
         for box, score, label in rows:
-            results.append({"image_id": int(image_id), "category_id": int(label), "bbox": box, "score": float(score)})
+            results.append({"image_id": _json_id(image_id), "category_id": int(label), "bbox": box, "score": float(score)})
     return results
+
+
+def _json_id(image_id: Union[int, str]) -> Union[int, str]:
+    """VOC's ids are names such as "000005" and stay strings; others are integers."""
+    return image_id if isinstance(image_id, str) else int(image_id)
 
 
 def _check_prediction(image_id: int, prediction: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
@@ -132,10 +137,12 @@ def load_results(path: Union[str, Path]) -> list[dict[str, Any]]:
 def _check_record(record: Any, where: str) -> None:
     if not isinstance(record, dict):
         raise ValueError(f"{where}: expected an object, got {type(record).__name__}")
-    for key in ("image_id", "category_id"):
-        value = record.get(key)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"{where}: field {key!r} must be an integer, got {value!r}")
+    image_id = record.get("image_id")
+    if not isinstance(image_id, (int, str)) or isinstance(image_id, bool):
+        raise ValueError(f"{where}: field 'image_id' must be an integer or a string, got {image_id!r}")
+    category_id = record.get("category_id")
+    if not isinstance(category_id, int) or isinstance(category_id, bool):
+        raise ValueError(f"{where}: field 'category_id' must be an integer, got {category_id!r}")
     score = record.get("score")
     if not _is_finite_number(score):
         raise ValueError(f"{where}: field 'score' must be a finite number, got {score!r}")

@@ -1,0 +1,36 @@
+"""Train a detector.
+
+    python tools/train.py configs/frcnn_r50_fpn_coco.py
+    python tools/train.py configs/quickstart_shapes.py --output-dir output/shapes train.max_iter=500
+    torchrun --nproc_per_node 8 tools/train.py configs/frcnn_r101_coco.py
+
+Writes config.py, log.jsonl, checkpoints (model_final.pth) and metrics.json into the output folder.
+"""
+
+import argparse
+
+from detect.config import load_config
+from detect.engine import train
+from detect.tool_errors import exit_on_user_error
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="a config file, e.g. configs/frcnn_r50_fpn_coco.py")
+    parser.add_argument("--output-dir", help="where the run is written (default: the config's output_dir)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the output folder")
+    parser.add_argument("--weights", help="initial detect checkpoint (sets model.weights)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_iter=1000")
+    args = parser.parse_intermixed_args()
+    with exit_on_user_error():
+        overrides = list(args.overrides)
+        if args.output_dir:
+            overrides.append(f"output_dir={args.output_dir}")
+        if args.weights:
+            overrides.append(f"model.weights={args.weights}")
+        cfg = load_config(args.config, overrides)
+        train(cfg, resume=args.resume)
+
+
+if __name__ == "__main__":
+    main()
