@@ -191,7 +191,7 @@ def _reference_class_ap(gt: dict, predictions: dict, class_id: int) -> tuple[Fra
         Fraction(0),
     )
     eleven = sum(
-        (max([p for r, p, _ in points if r >= Fraction(k, 10)], default=Fraction(0)) for k in range(11)), Fraction(0)
+        (max([p for r, p, _ in points if float(r) >= k * 0.1], default=Fraction(0)) for k in range(11)), Fraction(0)
     ) / 11
     return area, eleven
 
@@ -235,3 +235,14 @@ def test_matches_an_exact_reference_on_random_scenes(seed: int) -> None:
         else:
             assert entry["AP"] == pytest.approx(100 * float(expected[0]), abs=TOL)
             assert entry["AP_11point"] == pytest.approx(100 * float(expected[1]), abs=TOL)
+
+
+def test_11point_thresholds_are_the_devkits_accumulated_tenths() -> None:
+    # 10 objects, 3 found: recall stops at exactly 3/10. The devkit's threshold
+    # 3 * 0.1 = 0.30000000000000004 lies above it, so only t = 0, 0.1, 0.2 reach
+    # precision 1: 3/11, not 4/11. Area: 3/10 * 1.
+    gt = {"a": _gt([[20 * i, 0, 20 * i + 10, 10] for i in range(10)], [1] * 10)}
+    predictions = {"a": _pred([[20 * i, 0, 20 * i + 10, 10] for i in range(3)], [0.9, 0.8, 0.7], [1, 1, 1])}
+    cat = evaluate_voc(gt, predictions, CLASSES)["per_class"]["cat"]
+    assert cat["AP_11point"] == pytest.approx(100 * 3 / 11, abs=TOL)
+    assert cat["AP"] == pytest.approx(100 * 3 / 10, abs=TOL)

@@ -250,13 +250,13 @@ def _ap_area(recall: np.ndarray, precision: np.ndarray) -> float:
 def _ap_11point(recall: np.ndarray, precision: np.ndarray) -> float:
     """VOC2007: mean over t = 0, 0.1, .., 1 of the best precision at recall >= t, on 0-1.
 
-    The thresholds are k / 10 rather than the devkit's accumulated 0.1 steps,
-    whose float error puts e.g. 0.30000000000000004 in place of 0.3 and so
-    misses a recall of exactly 3/10.
+    The thresholds are k * 0.1, as the devkit's ``0:0.1:1`` and py-faster-rcnn's
+    ``np.arange(0, 1.1, 0.1)`` compute them: 3 * 0.1 is 0.30000000000000004, so a
+    recall of exactly 3/10 does not reach that point, in the official numbers too.
     """
     total = 0.0
     for k in range(11):
-        reached = precision[recall >= k / 10]
+        reached = precision[recall >= k * 0.1]
         total += float(reached.max()) if reached.size else 0.0
     return total / 11
 
