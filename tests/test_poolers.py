@@ -1,0 +1,72 @@
+"""detect.models.poolers: FPN level assignment by hand, parity with torchvision's RoI ops."""
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from torchvision.ops import MultiScaleRoIAlign, roi_pool
+
+from detect.models.poolers import RoIPooler, assign_fpn_levels
+
+
+def _box(w: float, h: float) -> list[float]:
+    return [10.0, 10.0, 10.0 + w, 10.0 + h]
+
+
+def test_assign_fpn_levels_by_hand():
+    # level = floor(4 + log2(sqrt(w * h) / 224)), clamped to 2..5; returned as level - 2.
+    boxes = torch.tensor([
+        _box(224, 224),  # log2(1) = 0 -> level 4
+        _box(112, 112),  # log2(1/2) = -1 -> level 3, exactly on the 2/3 boundary
+        _box(111, 111),  # just below the boundary -> floor(2.99) = level 2
+        _box(448, 448),  # log2(2) = 1 -> level 5
+        _box(223, 223),  # just below 224 -> level 3
+        _box(112, 448),  # sqrt(112 * 448) = 224 -> level 4: area decides, not a side
+        _box(1, 1),  # 4 + log2(1/224) = -3.8 -> clamped to level 2
+        _box(0, 0),  # empty: log2(0) = -inf -> clamped to level 2
+        _box(5000, 5000),  # 4 + 4.48 -> clamped to level 5
+    ])
+    levels = assign_fpn_levels(boxes, min_level=2, max_level=5)
+    assert levels.tolist() == [2, 1, 0, 3, 1, 2, 0, 0, 3]
+    assert levels.dtype == torch.int64
+
+
+def _random_rois(g: torch.Generator, num: int, num_images: int, extent: float) -> torch.Tensor:
+    """``[R, 5]`` RoIs of sqrt(area) from 4 to 700 px (log-uniform), so that every FPN level gets some."""
+    size = torch.exp(torch.empty(num, 1).uniform_(1.4, 6.55, generator=g))
+    aspect = torch.exp(torch.empty(num, 1).uniform_(-0.5, 0.5, generator=g))
+    sides = torch.cat([size * aspect, size / aspect], dim=1)
+    xy = torch.rand(num, 2, generator=g) * extent
+    image_index = torch.randint(0, num_images, (num, 1), generator=g).float()
+    return torch.cat([image_index, xy - sides / 2, xy + sides / 2], dim=1)
+
+
+def test_roi_align_matches_torchvision_multiscale():
+    g = torch.Generator().manual_seed(0)
+    image_size = 256
+    strides = [4, 8, 16, 32]
+    features = [torch.randn(2, 4, image_size // s, image_size // s, generator=g) for s in strides]
+    rois = _random_rois(g, 200, 2, image_size)
+    assert set(assign_fpn_levels(rois[:, 1:], 2, 5).tolist()) == {0, 1, 2, 3}  # every level is used
+
+    reference = MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], output_size=7, sampling_ratio=2)
+    boxes_per_image = [rois[rois[:, 0] == i, 1:] for i in range(2)]
+    expected = reference(OrderedDict(zip(["p2", "p3", "p4", "p5"], features)), boxes_per_image, [(image_size, image_size)] * 2)
+    # torchvision returns the RoIs grouped by image; ours keep the order they come in.
+    order = torch.cat([torch.where(rois[:, 0] == i)[0] for i in range(2)])
+    got = RoIPooler(7, strides, sampling_ratio=2, aligned=False, pool_type="align")(features, rois)
+    assert got.shape == (200, 4, 7, 7)
+    torch.testing.assert_close(got[order], expected)
+
+
+def test_single_level_roi_pool_matches_torchvision():
+    g = torch.Generator().manual_seed(1)
+    feature = torch.randn(2, 3, 16, 16, generator=g)
+    rois = _random_rois(g, 30, 2, 256)
+    got = RoIPooler(7, [16], sampling_ratio=0, aligned=False, pool_type="pool")([feature], rois)
+    torch.testing.assert_close(got, roi_pool(feature, rois, 7, 1 / 16))
+
+
+def test_unknown_pooler_type_is_an_error():
+    with pytest.raises(ValueError, match="'max'.*known: 'align', 'pool'"):
+        RoIPooler(7, [16], 2, False, "max")
