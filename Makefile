@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
+QUICKSTART := output/quickstart
+SHAPES := datasets/shapes
+
 .PHONY: env test test-fast quickstart benchmark clean
 
 env: $(VENV)/.installed
@@ -20,6 +23,19 @@ test: env
 
 test-fast: env
 	$(PY) -m pytest -q -ra -m "not slow"
+
+# Everything on a fresh machine: environment, data, training, COCO evaluation, drawn detections, plots.
+quickstart: env
+	@test -f $(SHAPES)/annotations/val.json || $(PY) datasets/make_shapes.py --out $(SHAPES)
+	$(PY) tools/train.py configs/quickstart_shapes.py --output-dir $(QUICKSTART)
+	$(PY) tools/predict.py configs/quickstart_shapes.py --weights $(QUICKSTART)/model_final.pth \
+		--input "$(SHAPES)/val/images/00000*.jpg" --output-dir $(QUICKSTART)/detections
+	$(PY) tools/plot.py $(QUICKSTART)
+	@echo "metrics: $(QUICKSTART)/metrics.json, detections: $(QUICKSTART)/detections/, plots: $(QUICKSTART)/*.png"
+
+# Inference and training-step times beside torchvision's model (minutes on a CPU).
+benchmark: env
+	$(PY) tools/benchmark.py --json output/benchmark.json
 
 clean:
 	rm -rf output .pytest_cache

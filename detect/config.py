@@ -200,13 +200,16 @@ def _run_isolated(path: Path) -> dict[str, Any]:
     while (package_root / "__init__.py").exists():
         package_root = package_root.parent
     saved_modules = dict(sys.modules)
+    top_package = path.resolve().relative_to(package_root).parts[0]
+    for name in [n for n in sys.modules if n == top_package or n.startswith(top_package + ".")]:
+        del sys.modules[name]  # a package of the same name imported from elsewhere must not shadow this one
     sys.path.insert(0, str(package_root))
     try:
         return runpy.run_path(str(path))
     finally:
         sys.path.remove(str(package_root))
         for name in set(sys.modules) - set(saved_modules):
-            if getattr(sys.modules[name], "__file__", None) and str(package_root) in str(sys.modules[name].__file__):
+            if name == top_package or name.startswith(top_package + "."):
                 del sys.modules[name]
         sys.modules.update(saved_modules)
 
@@ -230,7 +233,7 @@ def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> None:
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        set_value(cfg, key.strip(), _parse_value(text.strip()))
+        set_value(cfg, key.strip(), _parse_value(text.strip()), text=text.strip())
 
 
 def _parse_value(text: str) -> Any:
@@ -240,8 +243,12 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def set_value(cfg: Config, key: str, value: Any) -> None:
-    """Sets one dotted key, raising ConfigError with the nearest valid keys."""
+def set_value(cfg: Config, key: str, value: Any, text: str | None = None) -> None:
+    """Sets one dotted key, raising ConfigError with the nearest valid keys.
+
+    ``text`` is the value as typed on a command line: a text key keeps it as is
+    (``output_dir=3.10`` is the folder "3.10", not the number 3.1).
+    """
     node: Any = cfg
     parts = key.split(".")
     for i, part in enumerate(parts):
@@ -256,7 +263,13 @@ def set_value(cfg: Config, key: str, value: Any) -> None:
     hint = typing.get_type_hints(type(node))[leaf]
     if dataclasses.is_dataclass(getattr(node, leaf)):
         raise ConfigError(f"{key} is a section; set one of its keys, e.g. {all_keys(getattr(node, leaf), key + '.')[:3]}")
+    if text is not None and not isinstance(value, str) and value is not None and _accepts_text(hint):
+        value = text
     setattr(node, leaf, _check_type(key, value, hint))
+
+
+def _accepts_text(hint: Any) -> bool:
+    return hint is str or (typing.get_origin(hint) in (typing.Union, types.UnionType) and str in typing.get_args(hint))
 
 
 def _unknown_key_message(cfg: Config, key: str) -> str:

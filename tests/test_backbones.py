@@ -128,11 +128,6 @@ def test_weights_of_a_shallower_resnet_name_the_file(tmp_path):
         build_resnet("resnet101", "frozen_bn", str(path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="bug: load_imagenet_weights lets load_state_dict's size-mismatch RuntimeError through, without the file",
-)
 def test_weights_with_other_shapes_name_the_file(tmp_path):
     # ResNet-18 weights into ResNet-50: same key names for conv1, layer*.0.conv1, fc, ... but other shapes.
     path = tmp_path / "resnet18-imagenet.pth"

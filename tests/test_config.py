@@ -183,10 +183,6 @@ def test_dict_round_trip():
     assert rebuilt == cfg and rebuilt is not cfg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a str key given number-like text stores str() of the parsed number, not the text (3.10 -> '3.1')",
-)
 @pytest.mark.parametrize("text", ["3.10", "1e-3", "0x10"])
 def test_number_like_text_for_a_string_key_is_kept_as_typed(text):
     cfg = Config()

@@ -50,11 +50,6 @@ TARGET = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0], [60.0, 20.0, 120.0, 9
 EMPTY = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="bug: RoIHeads._sample indexes gt.labels[image, 0] when no image of the batch has a box (G = 0)",
-)
 def test_image_without_boxes_gives_zero_box_losses(model):
     image, _ = _images()
     losses = model([image], [EMPTY])

@@ -61,7 +61,10 @@ def load_imagenet_weights(model: nn.Module, path: str, ignore_prefixes: tuple[st
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes that differ: another depth or width
+        raise ValueError(f"{path} does not fit {type(model).__name__}: {str(e).splitlines()[1].strip()} ...") from None
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:
         raise ValueError(

@@ -20,7 +20,8 @@ class GroundTruth:
     @staticmethod
     def pad(boxes: list[Tensor], labels: list[Tensor]) -> "GroundTruth":
         num_images = len(boxes)
-        num_gt = max((len(b) for b in boxes), default=0)
+        # At least one (invalid) slot, so that indexing matched ground truth works on box-less batches.
+        num_gt = max(1, max((len(b) for b in boxes), default=0))
         device = boxes[0].device if boxes else torch.device("cpu")
         padded_boxes = torch.zeros((num_images, num_gt, 4), device=device)
         padded_labels = torch.zeros((num_images, num_gt), dtype=torch.int64, device=device)
