@@ -105,6 +105,7 @@ def _loop(ddp_model: nn.Module, loader, device: torch.device, start_iter: int, o
         images = [i.to(device, non_blocking=True) for i in images]
         targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
         data_time = time.perf_counter() - tick
+        lr = optimizer.param_groups[0]["lr"]  # the rate this iteration's update uses
         with autocast(device, cfg.train.amp):
             losses = ddp_model(images, targets)
         total = sum(losses.values())
@@ -121,7 +122,7 @@ def _loop(ddp_model: nn.Module, loader, device: torch.device, start_iter: int, o
         window.append({**_mean_over_processes(losses), "time": time.perf_counter() - tick, "data_time": data_time})
         done = iteration + 1
         if main and (done % cfg.train.log_period == 0 or done == cfg.train.max_iter):
-            record = _log_record(done, window, optimizer.param_groups[0]["lr"], device)
+            record = _log_record(done, window, lr, device)
             log.write(json.dumps(record) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{record['total_loss']:.3f}", lr=f"{record['lr']:.2g}")
@@ -139,7 +140,7 @@ def _loop(ddp_model: nn.Module, loader, device: torch.device, start_iter: int, o
 
 def _check_finite(losses: dict[str, Tensor], iteration: int) -> None:
     if not all(torch.isfinite(v).all() for v in losses.values()):
-        values = {k: float(v) for k, v in losses.items()}
+        values = {k: float(v.detach()) for k, v in losses.items()}
         raise FloatingPointError(f"non-finite loss at iteration {iteration}: {values}; lower train.base_lr or set train.clip_grad_norm")
 
 
@@ -196,8 +197,16 @@ def _resume(output_dir: Path, model: nn.Module, optimizer, scheduler, scaler) ->
     scheduler.load_state_dict(checkpoint["scheduler"])
     scaler.load_state_dict(checkpoint["scaler"])
     _set_rng_state(checkpoint["rng"])
+    _truncate_log(output_dir / "log.jsonl", int(checkpoint["iteration"]))
     print(f"resuming from {pointer.read_text().strip()} at iteration {checkpoint['iteration']}")
     return int(checkpoint["iteration"])
+
+
+def _truncate_log(path: Path, iteration: int) -> None:
+    """Drops records past ``iteration``: the interrupted run logged them, the resumed run logs them again."""
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["iteration"] <= iteration]
+        path.write_text("".join(line + "\n" for line in kept))
 
 
 def _rng_state() -> dict[str, Any]:
