@@ -5,18 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
+from torchvision.models import ResNet
 
 from detect.checkpoint import load_checkpoint
 from detect.config import Config, ModelConfig
 from detect.data.categories import CategoryMap
 from detect.models.anchors import AnchorGenerator
-from detect.models.backbones import ResNetC4, ResNetFPN, ResNetTrunk, build_resnet
+from detect.models.backbones import RESNETS, ResNetC4, ResNetFPN, ResNetTrunk, build_resnet
+from detect.models.c4 import ResNetC5Head
 from detect.models.faster_rcnn import FasterRCNN
 from detect.models.matcher import BalancedSampler, Matcher
 from detect.models.poolers import RoIPooler
 from detect.models.roi_heads import BoxPredictor, RoIHeads, TwoFCHead
 from detect.models.rpn import RPN, RPNHead
 from detect.models.transform import ImageTransform
+from detect.models.vgg import VGG16BoxHead, VGG16Trunk, build_vgg16
 
 
 def build_model(cfg: Config, classes: dict[int, str] | None = None) -> FasterRCNN:
@@ -64,12 +67,7 @@ def resolve_classes(model_cfg: ModelConfig, checkpoint: dict[str, Any] | None, d
 
 def _build(cfg: ModelConfig, categories: CategoryMap, pretrained_backbone: bool) -> FasterRCNN:
     weights = cfg.backbone.weights if pretrained_backbone else None
-    resnet = build_resnet(cfg.backbone.name, cfg.backbone.norm, weights)
-    if not cfg.fpn.enabled:
-        raise NotImplementedError("the C4 design is built in detect.models.c4")
-    backbone = ResNetFPN(ResNetTrunk(resnet, num_stages=4, freeze_at=cfg.backbone.freeze_at), cfg.fpn.out_channels)
-    rpn_features = list(backbone.strides)
-    roi_features = rpn_features[:4]  # P6 serves proposals only, as in the FPN paper
+    backbone, box_head, rpn_features, roi_features = _build_backbone(cfg, weights)
     anchors = AnchorGenerator(cfg.anchors.sizes, cfg.anchors.aspect_ratios)
     if len(cfg.anchors.sizes) != len(rpn_features):
         raise ValueError(f"model.anchors.sizes has {len(cfg.anchors.sizes)} levels, the backbone {len(rpn_features)}")
@@ -92,7 +90,6 @@ def _build(cfg: ModelConfig, categories: CategoryMap, pretrained_backbone: bool)
         heads.pooler_aligned,
         heads.pooler_type,
     )
-    box_head: nn.Module = TwoFCHead(backbone.out_channels, heads.pooler_resolution, heads.fc_dim)
     roi_heads = RoIHeads(
         pooler=pooler,
         box_head=box_head,
@@ -109,3 +106,56 @@ def _build(cfg: ModelConfig, categories: CategoryMap, pretrained_backbone: bool)
         cfg.input.min_size, cfg.input.max_size, cfg.input.size_divisible, cfg.input.pixel_mean, cfg.input.pixel_std
     )
     return FasterRCNN(transform, backbone, rpn, roi_heads, rpn_features, roi_features, categories)
+
+
+# The backbone and the per-RoI box head of each design, with the feature maps the
+# RPN and the RoI heads read: (backbone, box_head, rpn_features, roi_features).
+Parts = tuple[nn.Module, nn.Module, list[str], list[str]]
+
+
+def _build_backbone(cfg: ModelConfig, weights: str | None) -> Parts:
+    """ResNet-FPN, or one of the ResNet paper's two stride-16 baselines: ResNet C4 and VGG-16."""
+    name = cfg.backbone.name
+    if name == "vgg16":
+        if cfg.fpn.enabled:
+            raise ValueError("model.backbone.name='vgg16' is the paper's single-map baseline: set model.fpn.enabled=False")
+        return _vgg16(cfg, weights)
+    if name not in RESNETS:
+        raise ValueError(f"unknown model.backbone.name {name!r}; known: {', '.join([*RESNETS, 'vgg16'])}")
+    resnet = build_resnet(name, cfg.backbone.norm, weights)
+    return _resnet_fpn(cfg, resnet) if cfg.fpn.enabled else _resnet_c4(cfg, resnet)
+
+
+def _resnet_fpn(cfg: ModelConfig, resnet: ResNet) -> Parts:
+    backbone = ResNetFPN(ResNetTrunk(resnet, num_stages=4, freeze_at=cfg.backbone.freeze_at), cfg.fpn.out_channels)
+    rpn_features = list(backbone.strides)
+    roi_features = rpn_features[:4]  # P6 serves proposals only, as in the FPN paper
+    box_head = TwoFCHead(backbone.out_channels, cfg.roi_heads.pooler_resolution, cfg.roi_heads.fc_dim)
+    return backbone, box_head, rpn_features, roi_features
+
+
+def _resnet_c4(cfg: ModelConfig, resnet: ResNet) -> Parts:
+    """conv1 .. conv4_x shared (stride 16), conv5_x + average pooling per RoI (pool to 14x14: conv5_1 halves it)."""
+    if not 0 <= cfg.backbone.freeze_at <= 4:
+        raise ValueError(
+            f"model.backbone.freeze_at for the C4 design must be in 0..4 (conv5_x is the per-RoI head and "
+            f"always trained), got {cfg.backbone.freeze_at}"
+        )
+    backbone = ResNetC4(ResNetTrunk(resnet, num_stages=3, freeze_at=cfg.backbone.freeze_at))
+    return backbone, ResNetC5Head(resnet), ["c4"], ["c4"]
+
+
+def _vgg16(cfg: ModelConfig, weights: str | None) -> Parts:
+    """conv1_1 .. conv5_3 shared (stride 16), fc6 + fc7 per RoI (pool to 7x7, fc6's input size)."""
+    if cfg.backbone.norm != "frozen_bn":
+        raise ValueError(
+            f"VGG-16 has no normalisation layers: leave model.backbone.norm at 'frozen_bn' (got {cfg.backbone.norm!r})"
+        )
+    if cfg.roi_heads.pooler_resolution != 7:
+        raise ValueError(
+            f"VGG-16's fc6 takes 7x7 RoI features: set model.roi_heads.pooler_resolution=7, "
+            f"got {cfg.roi_heads.pooler_resolution}"
+        )
+    vgg = build_vgg16(weights)
+    backbone = VGG16Trunk(vgg, cfg.backbone.freeze_at)
+    return backbone, VGG16BoxHead(vgg), ["conv5"], ["conv5"]
