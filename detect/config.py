@@ -130,8 +130,9 @@ class DataConfig:
 class TrainConfig:
     max_iter: int = 90000
     batch_size: int = 16  # images per iteration, all processes together
+    optimizer: str = "sgd"  # sgd (momentum) or adamw
     base_lr: float = 0.02
-    momentum: float = 0.9
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 1e-4
     weight_decay_norm: float = 0.0  # for norm layers' scale and shift
     weight_decay_bias: float = 1e-4

@@ -1,4 +1,4 @@
-"""SGD with per-group weight decay, and the learning-rate schedule."""
+"""The optimizer (SGD or AdamW) with per-group weight decay, and the learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from detect.config import TrainConfig
 NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
 
 
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.SGD:
-    """SGD with momentum; norm scales/shifts and biases get their own weight decay."""
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum, or AdamW; norm scales/shifts and biases get their own weight decay."""
     groups: dict[str, list[nn.Parameter]] = {"norm": [], "bias": [], "weight": []}
     seen: set[int] = set()
     for module in model.modules():
@@ -24,11 +24,12 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.SGD:
             kind = "norm" if isinstance(module, NORM_TYPES) else "bias" if name == "bias" else "weight"
             groups[kind].append(param)
     decay = {"norm": cfg.weight_decay_norm, "bias": cfg.weight_decay_bias, "weight": cfg.weight_decay}
-    return torch.optim.SGD(
-        [{"params": params, "weight_decay": decay[kind]} for kind, params in groups.items() if params],
-        lr=cfg.base_lr,
-        momentum=cfg.momentum,
-    )
+    param_groups = [{"params": params, "weight_decay": decay[kind]} for kind, params in groups.items() if params]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=cfg.base_lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(param_groups, lr=cfg.base_lr)
+    raise ValueError(f"unknown train.optimizer {cfg.optimizer!r}; known: 'sgd', 'adamw'")
 
 
 def lr_factor(cfg: TrainConfig, iteration: int) -> float:

@@ -48,7 +48,8 @@ class BoxPredictor(nn.Module):
         nn.init.zeros_(self.bbox_pred.bias)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.cls_score(x), self.bbox_pred(x)
+        # float32 for the box math and losses, also under autocast
+        return self.cls_score(x).float(), self.bbox_pred(x).float()
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ class RPNHead(nn.Module):
             logits.append(self.objectness(t).permute(0, 2, 3, 1).reshape(n, -1))  # (N, A, H, W) -> (N, H*W*A)
             # (N, A*4, H, W) -> (N, A, 4, H, W) -> (N, H, W, A, 4) -> (N, H*W*A, 4)
             deltas.append(self.deltas(t).view(n, -1, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4))
-        return torch.cat(logits, dim=1), torch.cat(deltas, dim=1)
+        # Box math and losses in float32 also under bf16/fp16 autocast: 2 px steps at 256-512 px in bf16.
+        return torch.cat(logits, dim=1).float(), torch.cat(deltas, dim=1).float()
 
 
 @dataclass(frozen=True)
