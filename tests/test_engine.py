@@ -157,11 +157,13 @@ def test_resumed_run_repeats_the_straight_run(runs):
     assert a["model"].keys() == b["model"].keys()
     for name in a["model"]:
         torch.testing.assert_close(b["model"][name], a["model"][name], rtol=0, atol=1e-6, msg=name)
-    momentum_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
-    momentum_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
-    assert len(momentum_a) == len(momentum_b) > 0
-    for x, y in zip(momentum_a, momentum_b):
-        torch.testing.assert_close(y, x, rtol=0, atol=1e-6)
+    # The optimizer's per-parameter state (moments, step counts) continues too.
+    state_a, state_b = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert state_a.keys() == state_b.keys() and len(state_a) > 0
+    for index in state_a:
+        assert state_a[index].keys() == state_b[index].keys()
+        for key in state_a[index]:
+            torch.testing.assert_close(state_b[index][key], state_a[index][key], rtol=0, atol=1e-6, msg=key)
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 6
     assert a["iteration"] == b["iteration"] == 6
 

@@ -205,7 +205,7 @@ def test_results_for_unknown_images_or_categories_are_named(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("record", "message"),
     [
-        ({"category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}, "field 'image_id' must be an integer, got None"),
+        ({"category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}, "field 'image_id' must be an integer or a string, got None"),
         ({"image_id": 1, "category_id": 1, "bbox": [0, 0, 1], "score": 0.5}, "field 'bbox' must be"),
         ({"image_id": 1, "category_id": 1, "bbox": [0, 0, -1, 1], "score": 0.5}, "field 'bbox' must be"),
         ({"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": "high"}, "field 'score' must be"),

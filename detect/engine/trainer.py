@@ -65,7 +65,8 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any] | None:
         # compute many times slower; measured: fp32 steps varied 2.5-8.5 s, flushed a steady 2.5 s.
         torch.set_flush_denormal(True)
 
-    if cfg.model.backbone.norm == "frozen_bn" and not cfg.model.backbone.weights and not cfg.model.weights:
+    has_norm = cfg.model.backbone.name != "vgg16"
+    if has_norm and cfg.model.backbone.norm == "frozen_bn" and not cfg.model.backbone.weights and not cfg.model.weights:
         warnings.warn(
             "model.backbone.norm=frozen_bn without model.backbone.weights: the backbone's normalisation stays at its "
             "random initialisation; pass ImageNet weights, or train from scratch with model.backbone.norm=bn or gn",
