@@ -4,9 +4,9 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from torchvision.ops import MultiScaleRoIAlign, roi_pool
+from torchvision.ops import MultiScaleRoIAlign, roi_align, roi_pool
 
-from detect.models.poolers import RoIPooler, assign_fpn_levels
+from detect.models.poolers import ParallelBackwardRoIAlign, RoIPooler, assign_fpn_levels
 
 
 def _box(w: float, h: float) -> list[float]:
@@ -70,3 +70,19 @@ def test_single_level_roi_pool_matches_torchvision():
 def test_unknown_pooler_type_is_an_error():
     with pytest.raises(ValueError, match="'max'.*known: 'align', 'pool'"):
         RoIPooler(7, [16], 2, False, "max")
+
+
+def test_parallel_backward_roi_align_matches_torchvision():
+    # Forward is torchvision's op; the backward, split over chunks of RoIs, must sum to torchvision's gradient.
+    torch.manual_seed(0)
+    feature = torch.randn(3, 8, 40, 48)
+    xy = torch.rand(50, 2) * 150
+    rois = torch.cat([torch.randint(0, 3, (50, 1)).float(), xy, xy + torch.rand(50, 2) * 40 + 2], dim=1)
+    grad = torch.randn(50, 8, 7, 7)
+    expected_input = feature.clone().requires_grad_()
+    roi_align(expected_input, rois, 7, 0.25, 2, False).backward(grad)
+    got_input = feature.clone().requires_grad_()
+    out = ParallelBackwardRoIAlign.apply(got_input, rois, 7, 0.25, 2, False)
+    torch.testing.assert_close(out, roi_align(feature, rois, 7, 0.25, 2, False), rtol=0, atol=0)
+    out.backward(grad)
+    torch.testing.assert_close(got_input.grad, expected_input.grad, rtol=1e-5, atol=1e-5)
