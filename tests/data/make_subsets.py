@@ -1,8 +1,9 @@
-"""Rebuilds the test data in this folder from the shared data sets.
+"""Rebuilds the test data in this folder from a copy of the source data sets.
 
-Run from the repository root::
+Run from the repository root, naming the folder that holds ``coco128/`` and
+``voc_from_coco128/`` (see README.md here for what they are)::
 
-    .venv/bin/python tests/data/make_subsets.py /work/shared/data
+    .venv/bin/python tests/data/make_subsets.py DATA_DIR
 
 It copies the first ``COCO_IMAGES`` images of coco128 that have boxes, with an
 annotations json trimmed to exactly those images (original, non-contiguous
