@@ -9,11 +9,7 @@ per RoI, frozen BN with ImageNet statistics, stem and conv2_x frozen, weight dec
 """
 
 from configs.frcnn_vgg16_coco import cfg
+from configs.resnet101_c4 import use_resnet101_c4
 
-cfg.model.backbone.name = "resnet101"
-cfg.model.backbone.weights = "weights/resnet101-63fe2227.pth"
-cfg.model.backbone.norm = "frozen_bn"
-cfg.model.backbone.freeze_at = 2  # stem, conv2_x
-cfg.model.roi_heads.pooler_resolution = 14
-cfg.train.weight_decay = 1e-4
+use_resnet101_c4(cfg)
 cfg.output_dir = "output/frcnn_r101_coco"

@@ -37,8 +37,3 @@ def all_gather_objects(obj: Any) -> list[Any]:
     gathered: list[Any] = [None] * world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
-
-
-def barrier() -> None:
-    if world_size() > 1:
-        dist.barrier()
