@@ -9,7 +9,7 @@ from torchvision.models import ResNet
 
 from detect.checkpoint import load_checkpoint
 from detect.config import Config, ModelConfig
-from detect.data.categories import CategoryMap
+from detect.categories import CategoryMap
 from detect.models.anchors import AnchorGenerator
 from detect.models.backbones import RESNETS, ResNetC4, ResNetFPN, ResNetTrunk, build_resnet
 from detect.models.c4 import ResNetC5Head

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from detect.data.categories import CategoryMap
+from detect.categories import CategoryMap
 from detect.models.roi_heads import Detections, RoIHeads
 from detect.models.rpn import RPN
 from detect.models.targets import GroundTruth
