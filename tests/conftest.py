@@ -1,4 +1,6 @@
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -7,6 +9,30 @@ import torch
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent
+
+# A learning test's seed and where it reports its metrics, so that the spread of its
+# metrics over seeds and thread counts can be measured in fresh processes.
+LEARNING_SEED_ENV = "DETECT_LEARNING_SEED"
+LEARNING_METRICS_ENV = "DETECT_LEARNING_METRICS"
+
+
+@pytest.fixture
+def learning_seed() -> int:
+    """The seed of a learning test: 0, or ``$DETECT_LEARNING_SEED`` while a spread is measured."""
+    return int(os.environ.get(LEARNING_SEED_ENV, "0"))
+
+
+@pytest.fixture
+def learning_metrics(request: pytest.FixtureRequest, learning_seed: int) -> Iterator[dict]:
+    """A dict the test fills with the metrics it asserts on; appended as one JSON line
+    (test, seed, threads, metrics) to ``$DETECT_LEARNING_METRICS`` when that is set."""
+    metrics: dict = {}
+    yield metrics
+    path = os.environ.get(LEARNING_METRICS_ENV)
+    if path and metrics:
+        record = {"test": request.node.nodeid, "seed": learning_seed, "threads": torch.get_num_threads(), **metrics}
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 @pytest.fixture(scope="session")
