@@ -86,3 +86,16 @@ def test_parallel_backward_roi_align_matches_torchvision():
     torch.testing.assert_close(out, roi_align(feature, rois, 7, 0.25, 2, False), rtol=0, atol=0)
     out.backward(grad)
     torch.testing.assert_close(got_input.grad, expected_input.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pool_type", ["align", "pool"])
+def test_bf16_autocast_keeps_box_corners_exact(pool_type):
+    # Far from the origin bf16 steps are 8 px: a box corner at 1290.6 would pool from 1288.
+    g = torch.Generator().manual_seed(0)
+    feature = torch.randn(1, 4, 24, 400, generator=g).bfloat16().float()  # stride 4: 1600 px wide
+    rois = torch.tensor([[0.0, 1290.6, 10.3, 1330.9, 60.7], [0.0, 1501.2, 3.1, 1590.4, 90.6]])
+    pooler = RoIPooler(7, [4], sampling_ratio=2, aligned=False, pool_type=pool_type)
+    reference = pooler([feature], rois)  # float32 features equal to their bf16 values, exact boxes
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pooled = pooler([feature.bfloat16()], rois)
+    torch.testing.assert_close(pooled.float(), reference, rtol=0, atol=1e-6)

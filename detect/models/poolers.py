@@ -62,14 +62,13 @@ class RoIPooler(nn.Module):
         return out
 
     def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
-        rois = rois.to(feature.dtype)
+        # Pooled in float32, as torchvision's autocast rules for its RoI ops do. Boxes must
+        # never be cast to a bf16 feature's dtype: in bf16 a corner at x = 1290.6 is 1288.
+        feature, rois = feature.float(), rois.float()
         if self.pool_type == "pool":
             return roi_pool(feature, rois, self.output_size, scale)
         if feature.device.type == "cpu" and feature.requires_grad and torch.get_num_threads() > 1:
-            # float32 as torchvision's autocast rule for roi_align
-            return ParallelBackwardRoIAlign.apply(
-                feature.float(), rois.float(), self.output_size, scale, self.sampling_ratio, self.aligned
-            )
+            return ParallelBackwardRoIAlign.apply(feature, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
         return roi_align(feature, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
 
 
