@@ -22,9 +22,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from detect.config import Config, load_config
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class RunError(ValueError):
@@ -89,6 +92,7 @@ VOC_PROTOCOLS = {
 }
 BASELINE, CHALLENGER = "VGG-16", "ResNet-101"  # the pair whose gain the paper reports
 MISSING = "—"
+TITLE_FONT_SIZE = 10  # points, of a chart panel's title
 
 
 @dataclass(frozen=True)
@@ -321,7 +325,7 @@ def write_chart(runs: Sequence[RunResult], path: str | os.PathLike) -> None:
     chart_figure(runs).savefig(path, dpi=100)
 
 
-def chart_figure(runs: Sequence[RunResult]) -> Any:
+def chart_figure(runs: Sequence[RunResult]) -> Figure:
     """A matplotlib ``Figure`` with one panel per benchmark and compared metric: per run, a bar
     of its number and one of the paper's number for its backbone (where the paper has one)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global state, no display
@@ -351,8 +355,6 @@ def chart_figure(runs: Sequence[RunResult]) -> Any:
         axes.legend(fontsize=8, loc="upper left")
     return figure
 
-
-TITLE_FONT_SIZE = 10  # points
 
 
 def _chars_per_line(width_inches: float, font_size: float) -> int:
