@@ -184,8 +184,8 @@ def test_chart_is_a_png(tmp_path: Path) -> None:
 def test_chart_titles_fit_in_the_figure(tmp_path: Path) -> None:
     """A benchmark named by a long data path gets a wrapped title, whole inside the chart."""
     ann_file = "/tmp/pytest-of-someone/pytest-123/test_compare_two_trained_runs0/shapes/annotations/val.json"
-    runs = read_runs([make_run(tmp_path / name, coco_config("resnet18", True, ann_file), coco_metrics(1.0, 2.0))
-                      for name in ("a", "b")] + [make_run(tmp_path / "voc", voc07_config("vgg16"), voc_metrics(70.0, 72.0))])
+    coco = [make_run(tmp_path / name, coco_config("resnet18", True, ann_file), coco_metrics(1.0, 2.0)) for name in "ab"]
+    runs = read_runs(coco + [make_run(tmp_path / "voc", voc07_config("vgg16"), voc_metrics(70.0, 72.0))])
     figure = chart_figure(runs)
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
