@@ -16,5 +16,8 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.6",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "tensorboard": ["tensorboard>=2.14"],
+        "test": ["pytest>=7", "tensorboard>=2.14"],
+    },
 )

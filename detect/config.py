@@ -147,6 +147,7 @@ class TrainConfig:
     checkpoint_period: int = 5000
     eval_period: int = 0  # 0: only at the end
     log_period: int = 20
+    tensorboard: bool = False  # also write TensorBoard event files into the run folder
     seed: int = 42
     device: str = "auto"  # auto, cpu or cuda
 

@@ -18,12 +18,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from detect.config import Config, load_config
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class RunError(ValueError):
@@ -88,6 +92,7 @@ VOC_PROTOCOLS = {
 }
 BASELINE, CHALLENGER = "VGG-16", "ResNet-101"  # the pair whose gain the paper reports
 MISSING = "—"
+TITLE_FONT_SIZE = 10  # points, of a chart panel's title
 
 
 @dataclass(frozen=True)
@@ -315,8 +320,14 @@ def build_report(runs: Sequence[RunResult]) -> str:
 
 
 def write_chart(runs: Sequence[RunResult], path: str | os.PathLike) -> None:
-    """A PNG with one panel per benchmark and compared metric: per run, a bar of
-    its number and one of the paper's number for its backbone (where the paper has one)."""
+    """Writes :func:`chart_figure` of ``runs`` as a PNG."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    chart_figure(runs).savefig(path, dpi=100)
+
+
+def chart_figure(runs: Sequence[RunResult]) -> Figure:
+    """A matplotlib ``Figure`` with one panel per benchmark and compared metric: per run, a bar
+    of its number and one of the paper's number for its backbone (where the paper has one)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global state, no display
     from matplotlib.figure import Figure
 
@@ -338,10 +349,31 @@ def write_chart(runs: Sequence[RunResult], path: str | os.PathLike) -> None:
         axes.set_xticks(list(positions), labels, fontsize=8)
         axes.set_ylabel(metric.header)
         axes.set_ylim(0, max([v for v in ours + paper if v is not None] + [1.0]) * 1.2)
-        axes.set_title(f"{benchmark.name}: {metric.header}", fontsize=10)
+        # A benchmark named by its data path can be wider than the figure: wrapped, not cut off.
+        axes.set_title(_wrap(f"{benchmark.name}: {metric.header}", _chars_per_line(width, TITLE_FONT_SIZE)),
+                       fontsize=TITLE_FONT_SIZE)
         axes.legend(fontsize=8, loc="upper left")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    return figure
+
+
+
+def _chars_per_line(width_inches: float, font_size: float) -> int:
+    """Characters that fit across a figure: a DejaVu Sans character is at most about 0.7 em wide on average."""
+    return max(10, int(width_inches * 72 / (0.7 * font_size)))
+
+
+def _wrap(text: str, width: int) -> str:
+    """``text`` in lines of at most ``width`` characters, broken after spaces or slashes
+    (paths have no spaces); a single longer piece is cut."""
+    pieces = re.findall(r"[^ /]*[ /]?", text)[:-1]  # each piece keeps the separator that ends it
+    lines = [""]
+    for piece in pieces:
+        if len(lines[-1]) + len(piece.rstrip()) > width and lines[-1]:
+            lines.append("")
+        lines[-1] += piece
+        while len(lines[-1]) > width:
+            lines[-1:] = [lines[-1][:width], lines[-1][width:]]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _bar_labels(runs: Sequence[RunResult]) -> list[str]:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from detect.evaluation.errors import DetectionKind, ImageErrors
+from detect.label_layout import Rect, place_labels
 
 Color = tuple[int, int, int]
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
@@ -111,9 +112,9 @@ def draw_box(
     """Draw one box outline, and optionally a label, onto ``image`` in place.
 
     The outline lies inside the box, so a box touching the image border is fully visible.
-    The label sits on a filled rectangle of ``color`` just above the box; where there is no
-    room above it goes inside the box's top, and it is shifted left or right to stay inside
-    the image. A box entirely outside the image draws nothing.
+    The label sits on a filled rectangle of ``color`` where ``detect.label_layout`` puts it:
+    just above the box, or inside its top where there is no room above. A box entirely
+    outside the image draws nothing.
 
     Args:
         image: ``uint8 [H, W, 3]`` RGB, C-contiguous; modified in place.
@@ -122,35 +123,62 @@ def draw_box(
         text: label text; None for no label.
         thickness: outline width in pixels; None picks ``line_thickness`` of the image.
     """
+    _draw_labelled_boxes(image, [(box, color, text)], thickness)
+
+
+def _draw_labelled_boxes(
+    image: np.ndarray,
+    items: Sequence[tuple[ArrayLike, Color, Optional[str]]],
+    thickness: Optional[int] = None,
+) -> None:
+    """Draw ``(box, colour, text)`` items in order, so the last is on top; all outlines, then all labels.
+
+    Labels are placed in reverse order: the item drawn on top (the most confident) gets the
+    natural spot above its box, and the others move out of its way.
+    """
     height, width = image.shape[:2]
-    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
-    x1, y1 = max(x1, 0), max(y1, 0)
-    x2, y2 = min(x2, width), min(y2, height)
-    if x1 >= x2 or y1 >= y2:
-        return
     t = line_thickness(height, width) if thickness is None else thickness
-    image[y1 : y1 + t, x1:x2] = color
-    image[max(y2 - t, y1) : y2, x1:x2] = color
-    image[y1:y2, x1 : x1 + t] = color
-    image[y1:y2, max(x2 - t, x1) : x2] = color
-    if text:
-        _draw_label(image, text, x1, y1, color)
+    visible = [(clipped, color, text) for box, color, text in items if (clipped := _clip_box(box, height, width))]
+    for (x1, y1, x2, y2), color, _ in visible:
+        image[y1 : y1 + t, x1:x2] = color
+        image[max(y2 - t, y1) : y2, x1:x2] = color
+        image[y1:y2, x1 : x1 + t] = color
+        image[y1:y2, max(x2 - t, x1) : x2] = color
+    top_first = [(box, color, text) for box, color, text in reversed(visible) if text]
+    sizes = [label_size(text, height, width) for _, _, text in top_first]
+    rects = place_labels([box for box, _, _ in top_first], sizes, (height, width))
+    for (_, color, text), rect in zip(reversed(top_first), reversed(rects)):
+        _draw_label(image, text, rect, color)
 
 
-def _draw_label(image: np.ndarray, text: str, x: int, y: int, color: Color) -> None:
-    """Filled label whose bottom-left corner is at ``(x, y)``, moved as needed to stay in the image."""
-    height, width = image.shape[:2]
+def _clip_box(box: ArrayLike, height: int, width: int) -> Optional[Rect]:
+    """``box`` rounded to whole pixels and clipped to the image; None when nothing of it is inside."""
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
+    return (x1, y1, x2, y2) if x1 < x2 and y1 < y2 else None
+
+
+def _label_metrics(text: str, height: int, width: int) -> tuple[float, int, int, int]:
+    """``(font scale, stroke weight, padding, text height)`` of a label drawn on an image of this size."""
     scale = font_scale(height, width)
     weight = _font_weight(scale)
+    (_, text_h), _ = cv2.getTextSize(text, _FONT, scale, weight)
+    return scale, weight, max(1, round(text_h * 0.25)), text_h
+
+
+def label_size(text: str, height: int, width: int) -> tuple[int, int]:
+    """``(width, height)`` in pixels of the filled label of ``text`` on an image of ``height x width``."""
+    scale, weight, pad, _ = _label_metrics(text, height, width)
     (text_w, text_h), baseline = cv2.getTextSize(text, _FONT, scale, weight)
-    pad = max(1, round(text_h * 0.25))
-    label_w, label_h = text_w + 2 * pad, text_h + baseline + 2 * pad
-    top = y - label_h if y - label_h >= 0 else y
-    top = min(max(top, 0), max(height - label_h, 0))
-    left = min(max(x, 0), max(width - label_w, 0))
-    image[top : top + label_h, left : left + label_w] = color
-    origin = (left + pad, top + pad + text_h)
-    cv2.putText(image, text, origin, _FONT, scale, text_color(color), weight, cv2.LINE_AA)
+    return text_w + 2 * pad, text_h + baseline + 2 * pad
+
+
+def _draw_label(image: np.ndarray, text: str, rect: Rect, color: Color) -> None:
+    """A filled ``rect`` of ``color`` with ``text`` in black or white on it."""
+    scale, weight, pad, text_h = _label_metrics(text, *image.shape[:2])
+    left, top, right, bottom = rect
+    image[top:bottom, left:right] = color
+    cv2.putText(image, text, (left + pad, top + pad + text_h), _FONT, scale, text_color(color), weight, cv2.LINE_AA)
 
 
 def draw_detections(
@@ -163,6 +191,9 @@ def draw_detections(
     colors: Optional[dict[int, Color]] = None,
 ) -> np.ndarray:
     """Draw labelled boxes (detections, or ground truth when ``scores`` is None) on a copy of ``image``.
+
+    The most confident box is drawn on top and its label goes just above it; labels of
+    boxes in the same place move aside (``detect.label_layout``) instead of covering it.
 
     Args:
         image: ``uint8 [H, W, 3]`` RGB array, or float ``Tensor[3, H, W]`` in 0..1.
@@ -189,12 +220,14 @@ def draw_detections(
         order = range(len(boxes_np))
     class_names = class_names or {}
     colors = colors or {}
+    items = []
     for i in order:
         category = int(labels_np[i])
         text = class_names.get(category, str(category))
         if scores is not None:
             text = f"{text} {scores_np[i]:.2f}"
-        draw_box(canvas, boxes_np[i], colors.get(category) or class_color(category), text)
+        items.append((boxes_np[i], colors.get(category) or class_color(category), text))
+    _draw_labelled_boxes(canvas, items)
     return canvas
 
 
@@ -219,13 +252,14 @@ def draw_errors(
     """
     canvas = to_rgb_array(image)
     class_names = class_names or {}
+    items = []
     for g in errors.gt_missed.nonzero().flatten().tolist():
         label = int(errors.gt_labels[g])
-        draw_box(canvas, errors.gt_boxes[g], ERROR_COLORS["missed"], f"missed {class_names.get(label, label)}")
+        items.append((errors.gt_boxes[g], ERROR_COLORS["missed"], f"missed {class_names.get(label, label)}"))
     for d in reversed(range(len(errors.det_kinds))):  # lowest score first, so the best ends on top
         label, score = int(errors.det_labels[d]), float(errors.det_scores[d])
-        text = f"{class_names.get(label, label)} {score:.2f}"
-        draw_box(canvas, errors.det_boxes[d], ERROR_COLORS[errors.det_kinds[d]], text)
+        items.append((errors.det_boxes[d], ERROR_COLORS[errors.det_kinds[d]], f"{class_names.get(label, label)} {score:.2f}"))
+    _draw_labelled_boxes(canvas, items)
     counts: dict[str, int] = {kind.value: errors.count(kind) for kind in DetectionKind}
     counts["missed"] = errors.num_missed
     legend = _legend(counts, canvas.shape[1], font_scale(*canvas.shape[:2]))

@@ -14,8 +14,8 @@ import pytest
 
 from detect.config import Config, save_config
 from detect.reports import (
-    COCO_VAL, VOC07_07_12, Gain, RunError, backbone_label, build_report, identify_benchmark, read_run, read_runs,
-    write_chart,
+    COCO_VAL, VOC07_07_12, Gain, RunError, backbone_label, build_report, chart_figure, identify_benchmark, read_run,
+    read_runs, write_chart,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,6 +179,24 @@ def test_chart_is_a_png(tmp_path: Path) -> None:
             make_run(tmp_path / "empty", voc07_config("vgg16"), voc_metrics(None, None))]  # no bar, no error
     write_chart(read_runs(runs), tmp_path / "chart.png")
     assert (tmp_path / "chart.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_chart_titles_fit_in_the_figure(tmp_path: Path) -> None:
+    """A benchmark named by a long data path gets a wrapped title, whole inside the chart."""
+    ann_file = "/tmp/pytest-of-someone/pytest-123/test_compare_two_trained_runs0/shapes/annotations/val.json"
+    coco = [make_run(tmp_path / name, coco_config("resnet18", True, ann_file), coco_metrics(1.0, 2.0)) for name in "ab"]
+    runs = read_runs(coco + [make_run(tmp_path / "voc", voc07_config("vgg16"), voc_metrics(70.0, 72.0))])
+    figure = chart_figure(runs)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    titles = [axes.title for axes in figure.axes]
+    assert len(titles) == 3  # COCO's two compared metrics, VOC 2007's one
+    for title in titles:
+        extent = title.get_window_extent(renderer)
+        assert 0 <= extent.x0 and extent.x1 <= figure.bbox.width, title.get_text()
+    assert titles[0].get_text() == "VOC 2007 test (07+12): mAP (%)"  # short titles stay on one line
+    wrapped = titles[1].get_text()
+    assert "\n" in wrapped and wrapped.replace("\n", "").replace(" ", "") == f"{ann_file}:mAP@.5(%)"
 
 
 def test_cli_error_exits_2_naming_the_file(tmp_path: Path) -> None:

@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from detect.evaluation.errors import DetectionKind, classify_detections
+from detect.label_layout import overlapping, place_labels
 from detect.visualize import (
     ERROR_COLORS,
     class_color,
     draw_box,
     draw_detections,
     draw_errors,
+    label_size,
     line_thickness,
     make_grid,
     to_rgb_array,
@@ -98,6 +100,66 @@ def test_box_at_top_border_over_full_width_keeps_label_in_bounds():
     h, w = reference.shape[:2]
     assert (drawn[:h, :w] == reference).all()
     assert (drawn[h:60, 0] == class_color(3)).all()  # the outline is clamped to the image
+
+
+def overlap(a: tuple, b: tuple) -> bool:
+    return bool(overlapping(a, [b]))
+
+
+def inside_image(rect: tuple) -> bool:
+    left, top, right, bottom = rect
+    return 0 <= left < right <= W and 0 <= top < bottom <= H
+
+
+def test_rectangles_overlap_only_when_they_share_a_pixel():
+    assert overlap((0, 0, 10, 10), (9, 9, 20, 20))
+    assert not overlap((0, 0, 10, 10), (10, 0, 20, 10))  # right and bottom are exclusive
+    assert not overlap((0, 0, 10, 10), (0, 10, 10, 20))
+
+
+def test_labels_of_near_identical_boxes_do_not_cover_each_other():
+    sizes = [label_size(t, H, W) for t in ("square 0.66", "hexagon 0.41")]
+    (w1, h1), (w2, h2) = sizes
+    first, second = place_labels([(100, 100, 200, 180), (101, 99, 201, 181)], sizes, (H, W))
+    assert first == (100, 100 - h1, 100 + w1, 100)  # the natural spot: above the box
+    # Above (rows 99 - h2 .. 98) and inside the top (from row 99) both meet the first label: below the box.
+    assert second == (101, 181, 101 + w2, 181 + h2)
+    assert not overlap(first, second) and inside_image(first) and inside_image(second)
+
+
+def test_label_slides_down_past_taken_spots_and_stays_in_the_image():
+    size = label_size("a 0.9", H, W)
+    h = size[1]
+    rects = place_labels([(100, 60, 200, 120)] * 4, [size] * 4, (H, W))
+    assert [r[1] for r in rects[:3]] == [60 - h, 60, 120]  # above, inside the top, below
+    assert rects[3][1] == 60 + h  # from above it slides down past the first two labels
+    # At the bottom border there is no room above or below: the second label slides down inside the box.
+    low = place_labels([(100, 5, 200, H), (100, 6, 200, H)], [size] * 2, (H, W))
+    assert [r[1] for r in low] == [5, 5 + h]
+    for placed in (rects, low):
+        assert all(inside_image(r) for r in placed)
+        assert not any(overlap(a, b) for a, b in itertools.combinations(placed, 2))
+
+
+def test_label_at_the_right_edge_moves_left_and_one_without_room_keeps_its_first_spot():
+    w, h = 60, 15
+    right, = place_labels([(W - 20, 50, W, 90)], [(w, h)], (H, W))
+    assert right == (W - w, 50 - h, W, 50)
+    # An image one label tall: the second label has nowhere else to go.
+    full = place_labels([(0, 0, 50, h + 2)] * 2, [(w, h)] * 2, (h + 2, W))
+    assert full == [(0, 0, w, h)] * 2
+
+
+def test_the_most_confident_detection_keeps_its_label_above_its_box():
+    image = grey_image()
+    boxes = [(100, 100, 200, 180), (101, 100, 200, 181)]
+    drawn = draw_detections(image, boxes, [1, 2], [0.4, 0.9], {1: "circle", 2: "square"})
+    sizes = [label_size(t, H, W) for t in ("square 0.90", "circle 0.40")]
+    best, other = place_labels(boxes[::-1], sizes, (H, W))
+    assert best[3] == 100 and not overlap(best, other)
+    for (left, top, right, bottom), category in ((best, 2), (other, 1)):
+        patch = drawn[top:bottom, left:right]
+        assert (patch == class_color(category)).all(axis=2).mean() > 0.5  # each label is whole, on its colour
 
 
 def test_class_colours_are_distinct_for_coco_ids():

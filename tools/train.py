@@ -4,7 +4,8 @@
     python tools/train.py configs/quickstart_shapes.py --output-dir output/shapes train.max_iter=500
     torchrun --nproc_per_node 8 tools/train.py configs/frcnn_r101_coco.py
 
-Writes config.py, log.jsonl, checkpoints (model_final.pth) and metrics.json into the output folder.
+Writes config.py, log.jsonl, checkpoints (model_final.pth) and metrics.json into the output folder,
+and with --tensorboard TensorBoard event files (tensorboard --logdir OUTPUT_DIR).
 """
 
 import argparse
@@ -20,6 +21,7 @@ def main() -> None:
     parser.add_argument("--output-dir", help="where the run is written (default: the config's output_dir)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the output folder")
     parser.add_argument("--weights", help="initial detect checkpoint (sets model.weights)")
+    parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files (train.tensorboard)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_iter=1000")
     args = parser.parse_intermixed_args()
     with exit_on_user_error():
@@ -28,6 +30,8 @@ def main() -> None:
             overrides.append(f"output_dir={args.output_dir}")
         if args.weights:
             overrides.append(f"model.weights={args.weights}")
+        if args.tensorboard:
+            overrides.append("train.tensorboard=True")
         cfg = load_config(args.config, overrides)
         train(cfg, resume=args.resume)
 

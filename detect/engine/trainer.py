@@ -24,6 +24,7 @@ from detect.data.loader import build_train_loader
 from detect.engine.distributed import init_distributed, is_main_process, world_size
 from detect.engine.inference import autocast, evaluate_model
 from detect.engine.optim import build_lr_scheduler, build_optimizer
+from detect.engine.tensorboard import TensorBoardLog
 from detect.models import FasterRCNN, build_model
 
 LAST_CHECKPOINT = "last_checkpoint"  # a text file naming the newest checkpoint of a run
@@ -47,7 +48,8 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any] | None:
     """Trains ``cfg``'s model on ``cfg.data.train`` and evaluates it on ``cfg.data.val``.
 
     Writes into ``cfg.output_dir``: ``config.py`` (resolved), ``log.jsonl``,
-    checkpoints (``model_final.pth`` at the end) and ``metrics.json``.
+    checkpoints (``model_final.pth`` at the end) and ``metrics.json``; with
+    ``train.tensorboard``, TensorBoard event files (``detect.engine.tensorboard``).
 
     Returns:
         The final metrics on the main process, else None.
@@ -92,12 +94,16 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any] | None:
         dataset, cfg.train.batch_size // num_processes, cfg.data.num_workers, cfg.data.aspect_ratio_grouping,
         cfg.train.seed, start_batch=start_iter,
     )
-    state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "cfg": cfg}
+    board = TensorBoardLog(output_dir, start_iter, cfg) if cfg.train.tensorboard and is_main_process() else None
+    state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "cfg": cfg, "board": board}
     _loop(ddp_model, loader, device, start_iter, output_dir, state)
 
     if is_main_process():
         _save(output_dir / "model_final.pth", cfg.train.max_iter, state)
     report = evaluate_model(model, cfg, output_dir, device)
+    if board:
+        board.evaluation(cfg.train.max_iter, report, output_dir)
+        board.close()
     return report.metrics if report else None
 
 
@@ -137,13 +143,17 @@ def _loop(ddp_model: nn.Module, loader, device: torch.device, start_iter: int, o
             record = _log_record(done, window, lr, device)
             log.write(json.dumps(record) + "\n")
             log.flush()
+            if state["board"]:
+                state["board"].log(record)
             bar.set_postfix(loss=f"{record['total_loss']:.3f}", lr=f"{record['lr']:.2g}")
             window.clear()
         bar.update(1)
         if main and cfg.train.checkpoint_period and done % cfg.train.checkpoint_period == 0 and done < cfg.train.max_iter:
             _save(output_dir / f"model_{done:07d}.pth", done, state)
         if cfg.train.eval_period and done % cfg.train.eval_period == 0 and done < cfg.train.max_iter:
-            evaluate_model(state["model"], cfg, output_dir / f"eval_{done:07d}", device)
+            report = evaluate_model(state["model"], cfg, output_dir / f"eval_{done:07d}", device)
+            if state["board"]:
+                state["board"].evaluation(done, report, output_dir / f"eval_{done:07d}")
             ddp_model.train()
     bar.close()
     if log:
