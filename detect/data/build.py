@@ -56,7 +56,12 @@ def build_dataset(ds_cfg: DatasetConfig, data_cfg: DataConfig, is_train: bool) -
         transforms = build_train_transforms(
             data_cfg.train_min_sizes, data_cfg.train_max_size, data_cfg.hflip_prob, data_cfg.color_jitter
         )
-    return BUILDERS[ds_cfg.type](ds_cfg, transforms, is_train)
+    dataset = BUILDERS[ds_cfg.type](ds_cfg, transforms, is_train)
+    if len(dataset) == 0:
+        source = ds_cfg.ann_file if ds_cfg.type == "coco" else f"{ds_cfg.root} {ds_cfg.sets}"
+        hint = " with a usable box (filter_empty=True leaves out images without one)" if is_train and ds_cfg.filter_empty else ""
+        raise ValueError(f"{source}: no image{hint}; nothing to {'train on' if is_train else 'evaluate'}")
+    return dataset
 
 
 def dataset_classes(dataset: Dataset) -> dict[int, str]:
