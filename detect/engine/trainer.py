@@ -24,6 +24,7 @@ from detect.data.loader import build_train_loader
 from detect.engine.distributed import init_distributed, is_main_process, world_size
 from detect.engine.inference import autocast, evaluate_model
 from detect.engine.optim import build_lr_scheduler, build_optimizer
+from detect.engine.preflight import SkippedImages, check_before_training
 from detect.models import FasterRCNN, build_model
 
 LAST_CHECKPOINT = "last_checkpoint"  # a text file naming the newest checkpoint of a run
@@ -73,6 +74,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any] | None:
             stacklevel=2,
         )
     dataset = build_dataset(cfg.data.train, cfg.data, is_train=True)
+    check_before_training(cfg, dataset)
     model = build_model(cfg, dataset_classes(dataset)).to(device)
     cfg.model.classes = model.categories.to_dict()  # the saved config then builds this model alone
     if cfg.train.channels_last:
@@ -92,13 +94,15 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any] | None:
         dataset, cfg.train.batch_size // num_processes, cfg.data.num_workers, cfg.data.aspect_ratio_grouping,
         cfg.train.seed, start_batch=start_iter,
     )
-    state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "cfg": cfg}
+    state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "cfg": cfg, "skipped": SkippedImages()}
     _loop(ddp_model, loader, device, start_iter, output_dir, state)
 
     if is_main_process():
         _save(output_dir / "model_final.pth", cfg.train.max_iter, state)
     report = evaluate_model(model, cfg, output_dir, device)
-    return report.metrics if report else None
+    metrics = report.metrics if report else None
+    state["skipped"].report(output_dir, metrics)
+    return metrics
 
 
 def _loop(ddp_model: nn.Module, loader, device: torch.device, start_iter: int, output_dir: Path, state: dict) -> None:
@@ -114,6 +118,7 @@ def _loop(ddp_model: nn.Module, loader, device: torch.device, start_iter: int, o
     for iteration in range(start_iter, cfg.train.max_iter):
         tick = time.perf_counter()
         images, targets = next(batches)
+        state["skipped"].update(targets)
         images = [i.to(device, non_blocking=True) for i in images]
         targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
         data_time = time.perf_counter() - tick
@@ -134,7 +139,7 @@ def _loop(ddp_model: nn.Module, loader, device: torch.device, start_iter: int, o
         window.append({**_mean_over_processes(losses), "time": time.perf_counter() - tick, "data_time": data_time})
         done = iteration + 1
         if main and (done % cfg.train.log_period == 0 or done == cfg.train.max_iter):
-            record = _log_record(done, window, lr, device)
+            record = {**_log_record(done, window, lr, device), "skipped_images": len(state["skipped"])}
             log.write(json.dumps(record) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{record['total_loss']:.3f}", lr=f"{record['lr']:.2g}")
