@@ -193,6 +193,7 @@ def load_coco_json(ann_file: Path) -> COCO:
         if not isinstance(data.get(key), list):
             raise ValueError(f"{ann_file}: missing list {key!r} (keys found: {sorted(data)})")
         _check_records(ann_file, key, data[key])
+    _fill_optional_fields(ann_file, data["annotations"])
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress
@@ -230,3 +231,22 @@ def _check_records(ann_file: Path, key: str, records: list[Any]) -> None:
 
 
 _JSON_NAMES = {int: "integer", str: "string", list: "list"}
+
+
+def _fill_optional_fields(ann_file: Path, annotations: list[dict[str, Any]]) -> None:
+    """Gives annotations without ``iscrowd`` the value 0, and those without ``area`` their box's
+    area, as pycocotools does for detections.
+
+    pycocotools' evaluation raises a KeyError without them (it sorts objects into
+    small, medium and large by ``area``); hand-made jsons often leave them out.
+    """
+    for ann in annotations:
+        ann.setdefault("iscrowd", 0)
+    missing = [a for a in annotations if "area" not in a]
+    for ann in missing:
+        bbox = ann["bbox"]
+        numbers = len(bbox) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+        ann["area"] = float(bbox[2]) * float(bbox[3]) if numbers else 0.0  # a bad bbox is reported later
+    if missing:
+        logger.warning("%s: %d of %d annotations have no area; their box area is used (for APs, APm, APl)",
+                       ann_file, len(missing), len(annotations))

@@ -69,13 +69,16 @@ class SkippedImages:
                     self.messages[message] = None
                     tqdm.write(f"skipped: {message}", file=sys.stderr)  # keeps a live progress bar intact
 
-    def report(self, output_dir: Path, metrics: dict[str, Any] | None) -> None:
-        """All processes' count: printed, and added to ``metrics`` and metrics.json (main process)."""
+    def report(self, cfg: Config, metrics: dict[str, Any] | None) -> None:
+        """Under ``data.bad_images=skip``, all processes' count: printed, and added to ``metrics`` and
+        metrics.json (main process)."""
+        if cfg.data.bad_images != "skip":
+            return
         names = set().union(*all_gather_objects(list(self.messages)))
         if not is_main_process():
             return
         if names:
             print(f"training left out {len(names)} unusable images (data.bad_images=skip), named above")
-        save_metrics({"skipped_images": len(names)}, output_dir / "metrics.json")
+        save_metrics({"skipped_images": len(names)}, Path(cfg.output_dir) / "metrics.json")
         if metrics is not None:
             metrics["skipped_images"] = len(names)

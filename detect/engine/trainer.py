@@ -101,7 +101,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any] | None:
         _save(output_dir / "model_final.pth", cfg.train.max_iter, state)
     report = evaluate_model(model, cfg, output_dir, device)
     metrics = report.metrics if report else None
-    state["skipped"].report(output_dir, metrics)
+    state["skipped"].report(cfg, metrics)
     return metrics
 
 
@@ -139,7 +139,9 @@ def _loop(ddp_model: nn.Module, loader, device: torch.device, start_iter: int, o
         window.append({**_mean_over_processes(losses), "time": time.perf_counter() - tick, "data_time": data_time})
         done = iteration + 1
         if main and (done % cfg.train.log_period == 0 or done == cfg.train.max_iter):
-            record = {**_log_record(done, window, lr, device), "skipped_images": len(state["skipped"])}
+            record = _log_record(done, window, lr, device)
+            if cfg.data.bad_images == "skip":
+                record["skipped_images"] = len(state["skipped"])
             log.write(json.dumps(record) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{record['total_loss']:.3f}", lr=f"{record['lr']:.2g}")
