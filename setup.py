@@ -16,5 +16,5 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.6",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6.100,<7"]},
 )
