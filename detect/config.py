@@ -338,7 +338,7 @@ def check_config(cfg: Config, check_device: bool = True) -> None:
 
 
 def _check_node(cfg: Config, node: Any, prefix: str) -> None:
-    names = {f.name for f in dataclasses.fields(node)}
+    names = [f.name for f in dataclasses.fields(node)]  # in declaration order, so the first bad key is reported
     for name in vars(node):
         if name not in names:
             raise ConfigError(_unknown_key_message(cfg, prefix + name))

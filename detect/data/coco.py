@@ -26,6 +26,15 @@ from detect.data.image_io import image_to_tensor, read_annotated_image
 from detect.data.transforms import Transform, run_transforms
 
 logger = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+def _warn_once(message: str, *args: Any) -> None:
+    """Logs a warning the first time only: a split is read again for every evaluation."""
+    text = message % args
+    if text not in _warned:
+        _warned.add(text)
+        logger.warning(text)
 
 
 class CocoDetection(torch.utils.data.Dataset):
@@ -74,7 +83,7 @@ class CocoDetection(torch.utils.data.Dataset):
         if filter_empty:
             ids = [i for i in ids if len(self._labels[i]) > 0]
             if len(ids) < len(self.coco.imgs):
-                logger.warning(
+                _warn_once(
                     "%s: left out %d of %d images without a usable box (filter_empty)",
                     self.ann_file, len(self.coco.imgs) - len(ids), len(self.coco.imgs),
                 )
@@ -95,7 +104,7 @@ class CocoDetection(torch.utils.data.Dataset):
             boxes[ann["image_id"]].append(box)
             labels[ann["image_id"]].append(ann["category_id"])
         if degenerate:
-            logger.warning(
+            _warn_once(
                 "%s: left out %d boxes with zero width or height inside the image: %s",
                 self.ann_file, len(degenerate), "; ".join(degenerate[:10]),
             )
@@ -248,5 +257,5 @@ def _fill_optional_fields(ann_file: Path, annotations: list[dict[str, Any]]) -> 
         numbers = len(bbox) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
         ann["area"] = float(bbox[2]) * float(bbox[3]) if numbers else 0.0  # a bad bbox is reported later
     if missing:
-        logger.warning("%s: %d of %d annotations have no area; their box area is used (for APs, APm, APl)",
+        _warn_once("%s: %d of %d annotations have no area; their box area is used (for APs, APm, APl)",
                        ann_file, len(missing), len(annotations))
