@@ -55,11 +55,21 @@ def check_writable(folder: Path) -> None:
 class SkippedImages:
     """The training images left out under ``data.bad_images=skip``, each named once when first met."""
 
-    def __init__(self) -> None:
+    def __init__(self, bad_images: str) -> None:
+        self.skip = bad_images == "skip"
         self.messages: dict[str, None] = {}  # insertion-ordered set
+        self._unlogged: list[str] = []
 
     def __len__(self) -> int:
         return len(self.messages)
+
+    def log_fields(self) -> dict[str, Any]:
+        """For a log.jsonl record under ``skip``: the count so far and the images first met since the last record."""
+        if not self.skip:
+            return {}
+        fields = {"skipped_images": len(self.messages), "skipped": self._unlogged}
+        self._unlogged = []
+        return fields
 
     def update(self, targets: list[dict[str, Any]]) -> None:
         """Takes note of the ``skipped`` messages of a batch's targets."""
@@ -67,18 +77,18 @@ class SkippedImages:
             for message in target.get("skipped", ()):
                 if message not in self.messages:
                     self.messages[message] = None
+                    self._unlogged.append(message)
                     tqdm.write(f"skipped: {message}", file=sys.stderr)  # keeps a live progress bar intact
 
-    def report(self, cfg: Config, metrics: dict[str, Any] | None) -> None:
-        """Under ``data.bad_images=skip``, all processes' count: printed, and added to ``metrics`` and
-        metrics.json (main process)."""
-        if cfg.data.bad_images != "skip":
+    def report(self, output_dir: Path, metrics: dict[str, Any] | None) -> None:
+        """Under ``skip``, all processes' count: printed, and added to ``metrics`` and metrics.json (main process)."""
+        if not self.skip:
             return
         names = set().union(*all_gather_objects(list(self.messages)))
         if not is_main_process():
             return
         if names:
             print(f"training left out {len(names)} unusable images (data.bad_images=skip), named above")
-        save_metrics({"skipped_images": len(names)}, Path(cfg.output_dir) / "metrics.json")
+        save_metrics({"skipped_images": len(names)}, output_dir / "metrics.json")
         if metrics is not None:
             metrics["skipped_images"] = len(names)

@@ -94,14 +94,15 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any] | None:
         dataset, cfg.train.batch_size // num_processes, cfg.data.num_workers, cfg.data.aspect_ratio_grouping,
         cfg.train.seed, start_batch=start_iter,
     )
-    state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "cfg": cfg, "skipped": SkippedImages()}
+    state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "cfg": cfg}
+    state["skipped"] = SkippedImages(cfg.data.bad_images)  # data.bad_images=skip: named, counted, reported
     _loop(ddp_model, loader, device, start_iter, output_dir, state)
 
     if is_main_process():
         _save(output_dir / "model_final.pth", cfg.train.max_iter, state)
     report = evaluate_model(model, cfg, output_dir, device)
     metrics = report.metrics if report else None
-    state["skipped"].report(cfg, metrics)
+    state["skipped"].report(output_dir, metrics)
     return metrics
 
 
@@ -139,9 +140,7 @@ def _loop(ddp_model: nn.Module, loader, device: torch.device, start_iter: int, o
         window.append({**_mean_over_processes(losses), "time": time.perf_counter() - tick, "data_time": data_time})
         done = iteration + 1
         if main and (done % cfg.train.log_period == 0 or done == cfg.train.max_iter):
-            record = _log_record(done, window, lr, device)
-            if cfg.data.bad_images == "skip":
-                record["skipped_images"] = len(state["skipped"])
+            record = {**_log_record(done, window, lr, device), **state["skipped"].log_fields()}
             log.write(json.dumps(record) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{record['total_loss']:.3f}", lr=f"{record['lr']:.2g}")
