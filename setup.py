@@ -18,6 +18,6 @@ setup(
     ],
     extras_require={
         "tensorboard": ["tensorboard>=2.14"],
-        "test": ["pytest>=7", "tensorboard>=2.14"],
+        "test": ["pytest>=7", "hypothesis>=6.100,<7", "tensorboard>=2.14"],
     },
 )

@@ -20,6 +20,7 @@ import difflib
 import os
 import runpy
 import sys
+import traceback
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +29,33 @@ from typing import Any, Optional
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+
+# The allowed values of every enumerated key: checked when a config is loaded, and
+# the sets the code that reads each key uses (tests/test_config.py ties the builders' tables to them).
+BACKBONE_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg16")
+NORMS = ("frozen_bn", "bn", "gn")
+POOLER_TYPES = ("align", "pool")
+DATASET_TYPES = ("coco", "voc")
+BAD_IMAGES = ("error", "skip")
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("step", "cosine")
+AMP_MODES = ("off", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.backbone.name": BACKBONE_NAMES,
+    "model.backbone.norm": NORMS,
+    "model.roi_heads.pooler_type": POOLER_TYPES,
+    "data.train.type": DATASET_TYPES,
+    "data.val.type": DATASET_TYPES,
+    "data.bad_images": BAD_IMAGES,
+    "train.optimizer": OPTIMIZERS,
+    "train.lr_schedule": LR_SCHEDULES,
+    "train.amp": AMP_MODES,
+    "train.device": DEVICES,
+}
+
+# The folder holding the shipped ``configs`` package, so that a config file anywhere can inherit from it.
+SHIPPED_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -124,6 +152,9 @@ class DataConfig:
     color_jitter: bool = False
     aspect_ratio_grouping: bool = True
     num_workers: int = 2
+    # A training image that is missing, unreadable or not the size its record says:
+    # error (stop, naming the file and record) or skip (leave it out, name it in the log, count it).
+    bad_images: str = "error"
 
 
 @dataclass
@@ -170,50 +201,97 @@ class ConfigError(ValueError):
     """A config file or override that cannot be applied."""
 
 
-def load_config(path: str | os.PathLike, overrides: typing.Sequence[str] = ()) -> Config:
-    """Runs a config file and applies dotted ``key=value`` overrides.
+def load_config(path: str | os.PathLike, overrides: typing.Sequence[str] = (), check_device: bool = True) -> Config:
+    """Runs a config file, applies dotted ``key=value`` overrides and checks the result.
 
     Args:
         path: a Python file that defines ``cfg: Config``.
         overrides: e.g. ``["train.max_iter=100", "model.weights=ckpt.pth"]``.
+        check_device: also check that ``train.device`` and ``train.amp`` suit this
+            machine (off to read a run made elsewhere).
 
     Returns:
         A fresh :class:`Config`; loading the same file twice gives independent trees.
+
+    Raises:
+        ConfigError: the file is missing or fails, or a key, type or value is wrong.
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {path}{_path_hint(path)}")
     namespace = _run_isolated(path)
     cfg = namespace.get("cfg")
     if not isinstance(cfg, Config):
         raise ConfigError(f"{path}: must define `cfg` as a detect.config.Config, found {type(cfg).__name__}")
     cfg = copy.deepcopy(cfg)
-    apply_overrides(cfg, overrides)
+    try:
+        check_config(cfg, check_device=False)  # what the file itself set
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    apply_overrides(cfg, overrides, check_device)
     return cfg
+
+
+def _path_hint(path: Path) -> str:
+    """A likely meant file for a config path that does not exist."""
+    candidates = [Path(f"{path}.py")]
+    if not path.is_absolute():  # a path relative to the repository, given from another folder
+        candidates += [SHIPPED_ROOT / path, SHIPPED_ROOT / f"{path}.py"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return f"; did you mean {candidate}?"
+    folder = path.parent if path.parent.is_dir() else SHIPPED_ROOT / path.parent
+    if path.is_dir() or not folder.is_dir():
+        return "; give a Python config file, e.g. configs/quickstart_shapes.py"
+    close = difflib.get_close_matches(path.name, [p.name for p in folder.glob("*.py")], n=3, cutoff=0.5)
+    return f"; similar files in {folder}: {', '.join(close)}" if close else ""
 
 
 def _run_isolated(path: Path) -> dict[str, Any]:
     """Runs a config file so that the base configs it imports are fresh objects.
 
     Config modules mutate the ``cfg`` they import, so cached modules would leak
-    one file's assignments into the next file loaded in the same process.
+    one file's assignments into the next file loaded in the same process. The
+    file's own package root comes first on ``sys.path``, then the folder of the
+    shipped ``configs`` package, so ``from configs.frcnn_r50_fpn_coco import cfg``
+    works from a config file in any folder.
     """
     package_root = path.resolve().parent
     while (package_root / "__init__.py").exists():
         package_root = package_root.parent
+    roots = [str(package_root)]
+    if (SHIPPED_ROOT / "configs" / "__init__.py").exists() and SHIPPED_ROOT != package_root:
+        roots.append(str(SHIPPED_ROOT))
+    # Packages whose modules must be fresh: the file's own, and the shipped configs.
+    fresh = {path.resolve().relative_to(package_root).parts[0], "configs"}
+
+    def is_fresh(name: str) -> bool:
+        return name.split(".")[0] in fresh
+
     saved_modules = dict(sys.modules)
-    top_package = path.resolve().relative_to(package_root).parts[0]
-    for name in [n for n in sys.modules if n == top_package or n.startswith(top_package + ".")]:
+    for name in [n for n in sys.modules if is_fresh(n)]:
         del sys.modules[name]  # a package of the same name imported from elsewhere must not shadow this one
-    sys.path.insert(0, str(package_root))
+    sys.path[:0] = roots
     try:
         return runpy.run_path(str(path))
+    except Exception as e:
+        raise ConfigError(f"{path}{_failing_line(e, path)}: {type(e).__name__}: {e}") from None
     finally:
-        sys.path.remove(str(package_root))
+        for root in roots:
+            sys.path.remove(root)
         for name in set(sys.modules) - set(saved_modules):
-            if name == top_package or name.startswith(top_package + "."):
+            if is_fresh(name):
                 del sys.modules[name]
         sys.modules.update(saved_modules)
+
+
+def _failing_line(error: Exception, path: Path) -> str:
+    """``", line N"`` of the last traceback frame in ``path``, if any."""
+    line = ""
+    for frame, lineno in traceback.walk_tb(error.__traceback__):
+        if Path(frame.f_code.co_filename).resolve() == path.resolve():
+            line = f", line {lineno}"
+    return line
 
 
 def all_keys(node: Any, prefix: str = "") -> list[str]:
@@ -229,13 +307,66 @@ def all_keys(node: Any, prefix: str = "") -> list[str]:
     return keys
 
 
-def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> None:
-    """Sets dotted ``key=value`` overrides in place, checking keys and types."""
+def apply_overrides(cfg: Config, overrides: typing.Sequence[str], check_device: bool = True) -> None:
+    """Sets dotted ``key=value`` overrides in place, then checks the whole config (see :func:`check_config`)."""
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         set_value(cfg, key.strip(), _parse_value(text.strip()), text=text.strip())
+    check_config(cfg, check_device)
+
+
+def check_config(cfg: Config, check_device: bool = True) -> None:
+    """Checks what a config file may have set without :func:`set_value`.
+
+    Every attribute is a known key of its type, every enumerated key holds one of
+    its :data:`CHOICES`, and with ``check_device`` the device and mixed precision
+    suit this machine. Ints given for floats become floats.
+
+    Raises:
+        ConfigError: naming the first bad key, its value and what is allowed.
+    """
+    _check_node(cfg, cfg, "")
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{key} = {value!r} is not one of {', '.join(map(repr, allowed))}{hint}")
+    if check_device:
+        _check_device(cfg.train)
+
+
+def _check_node(cfg: Config, node: Any, prefix: str) -> None:
+    names = [f.name for f in dataclasses.fields(node)]  # in declaration order, so the first bad key is reported
+    for name in vars(node):
+        if name not in names:
+            raise ConfigError(_unknown_key_message(cfg, prefix + name))
+    hints = typing.get_type_hints(type(node))
+    for name in names:
+        value = getattr(node, name)
+        if dataclasses.is_dataclass(value):
+            _check_node(cfg, value, f"{prefix}{name}.")
+        else:
+            setattr(node, name, _check_type(prefix + name, value, hints[name]))
+
+
+def _get(cfg: Config, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _check_device(train: TrainConfig) -> None:
+    import torch  # here, so that reading a config needs no torch
+
+    cuda = torch.cuda.is_available()
+    if train.device == "cuda" and not cuda:
+        raise ConfigError("train.device = 'cuda' but this machine has no CUDA device; use train.device=cpu or auto")
+    if train.amp == "fp16" and (train.device == "cpu" or not cuda):
+        raise ConfigError("train.amp = 'fp16' needs a CUDA device (a gradient scaler for float16); use train.amp=bf16 on the CPU")
 
 
 def _parse_value(text: str) -> Any:

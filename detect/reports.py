@@ -154,7 +154,7 @@ def read_run(run_dir: str | os.PathLike) -> RunResult:
         raise RunError(f"run folder {folder} has no {' and no '.join(missing)} "
                        "(tools/train.py writes config.py at the start and metrics.json after the final evaluation)")
     try:
-        cfg = load_config(folder / "config.py")
+        cfg = load_config(folder / "config.py", check_device=False)  # a run made on another machine
     except Exception as e:  # the file is Python: any error means it is not a readable run config
         raise RunError(f"{folder / 'config.py'}: cannot be loaded: {e}") from None
     try:

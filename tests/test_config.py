@@ -188,3 +188,23 @@ def test_number_like_text_for_a_string_key_is_kept_as_typed(text):
     cfg = Config()
     apply_overrides(cfg, [f"output_dir={text}"])
     assert cfg.output_dir == text
+
+
+def test_allowed_values_are_the_builders_tables():
+    """The allowed values checked at load are exactly what the builders that read each key accept."""
+    from detect.config import BACKBONE_NAMES, CHOICES, DATASET_TYPES, NORMS
+    from detect.data.build import BUILDERS
+    from detect.models.backbones import RESNETS, norm_layer
+
+    assert set(BACKBONE_NAMES) == set(RESNETS) | {"vgg16"}
+    assert tuple(BUILDERS) == DATASET_TYPES
+    for norm in NORMS:
+        assert callable(norm_layer(norm))
+    with pytest.raises(ValueError, match="unknown norm"):
+        norm_layer("syncbn")
+    defaults = Config()
+    for key, allowed in CHOICES.items():  # every default is allowed, and every key exists
+        node = defaults
+        for part in key.split("."):
+            node = getattr(node, part)
+        assert node in allowed, key

@@ -78,6 +78,7 @@ def test_image_info_reads_annotations_only(dataset: CocoDetection) -> None:
         "height": 480,
         "width": 640,
         "image_id": 9,
+        "record": f"{ANN_FILE} image id 9",
     }
 
 
@@ -163,5 +164,5 @@ def test_missing_or_malformed_json(tmp_path: Path) -> None:
         CocoDetection(IMAGES, broken)
     raw = _raw()
     del raw["images"][2]["height"]
-    with pytest.raises(ValueError, match=r"instances.json: images\[2\] lacks field\(s\) \['height'\]"):
+    with pytest.raises(ValueError, match=r"instances.json: images\[2\] \(id 30\): missing field 'height'"):
         CocoDetection(IMAGES, _write(tmp_path, raw))

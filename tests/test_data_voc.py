@@ -87,6 +87,7 @@ def test_item_types_and_boxes_inside_image() -> None:
         "height": 640,
         "width": 426,
         "image_id": "000000000404",
+        "record": str(DEVKIT / "VOC2007/Annotations/000000000404.xml"),
     }
 
 

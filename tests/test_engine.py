@@ -213,7 +213,7 @@ def test_non_finite_loss_names_the_iteration_and_the_losses(shapes, tmp_path, mo
 
 
 def test_unknown_lr_schedule_fails_before_training(shapes, tmp_path):
-    with pytest.raises(ValueError, match="unknown train.lr_schedule 'linear'"):
+    with pytest.raises(ValueError, match="train.lr_schedule = 'linear' is not one of 'step', 'cosine'"):
         train(_shapes_cfg(shapes, tmp_path, "train.max_iter=3", "train.lr_schedule=linear"))
     assert not (tmp_path / "log.jsonl").exists()
     assert not list(tmp_path.glob("*.pth"))

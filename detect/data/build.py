@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Callable, Optional, Union
 
 from detect.config import DataConfig, DatasetConfig
+from detect.data.checks import SkippingDataset
 from detect.data.coco import CocoDetection
 from detect.data.transforms import Transform, build_train_transforms
 from detect.data.voc import VOCDetection
 
-Dataset = Union[CocoDetection, VOCDetection]
+Dataset = Union[CocoDetection, VOCDetection, SkippingDataset]
 
 
 def _build_coco(ds_cfg: DatasetConfig, transforms: Optional[Transform], is_train: bool) -> CocoDetection:
@@ -45,9 +46,10 @@ def build_dataset(ds_cfg: DatasetConfig, data_cfg: DataConfig, is_train: bool) -
     Args:
         ds_cfg: ``cfg.data.train`` or ``cfg.data.val``.
         data_cfg: ``cfg.data``, for the augmentation settings.
-        is_train: training gets the augmentation and ``filter_empty``; test gets
-            neither (the model resizes test images itself) and, for VOC, keeps
-            difficult objects flagged for evaluation.
+        is_train: training gets the augmentation, ``filter_empty`` and
+            ``data.bad_images`` (see :mod:`detect.data.checks`); test gets none of
+            them (the model resizes test images itself, and every image is scored)
+            and, for VOC, keeps difficult objects flagged for evaluation.
     """
     if ds_cfg.type not in BUILDERS:
         raise ValueError(f"unknown dataset type {ds_cfg.type!r}; known types: {sorted(BUILDERS)}")
@@ -56,7 +58,14 @@ def build_dataset(ds_cfg: DatasetConfig, data_cfg: DataConfig, is_train: bool) -
         transforms = build_train_transforms(
             data_cfg.train_min_sizes, data_cfg.train_max_size, data_cfg.hflip_prob, data_cfg.color_jitter
         )
-    return BUILDERS[ds_cfg.type](ds_cfg, transforms, is_train)
+    dataset = BUILDERS[ds_cfg.type](ds_cfg, transforms, is_train)
+    if is_train and data_cfg.bad_images == "skip":
+        dataset = SkippingDataset(dataset)
+    if len(dataset) == 0:
+        source = ds_cfg.ann_file if ds_cfg.type == "coco" else f"{ds_cfg.root} {ds_cfg.sets}"
+        hint = " with a usable box (filter_empty=True leaves out images without one)" if is_train and ds_cfg.filter_empty else ""
+        raise ValueError(f"{source}: no image{hint}; nothing to {'train on' if is_train else 'evaluate'}")
+    return dataset
 
 
 def dataset_classes(dataset: Dataset) -> dict[int, str]:

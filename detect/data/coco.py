@@ -26,6 +26,15 @@ from detect.data.image_io import image_to_tensor, read_annotated_image
 from detect.data.transforms import Transform, run_transforms
 
 logger = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+def _warn_once(message: str, *args: Any) -> None:
+    """Logs a warning the first time only: a split is read again for every evaluation."""
+    text = message % args
+    if text not in _warned:
+        _warned.add(text)
+        logger.warning(text)
 
 
 class CocoDetection(torch.utils.data.Dataset):
@@ -73,6 +82,11 @@ class CocoDetection(torch.utils.data.Dataset):
         ids = sorted(self.coco.imgs)
         if filter_empty:
             ids = [i for i in ids if len(self._labels[i]) > 0]
+            if len(ids) < len(self.coco.imgs):
+                _warn_once(
+                    "%s: left out %d of %d images without a usable box (filter_empty)",
+                    self.ann_file, len(self.coco.imgs) - len(ids), len(self.coco.imgs),
+                )
         self.image_ids: list[int] = ids
 
     def _parse_annotations(self) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
@@ -90,7 +104,7 @@ class CocoDetection(torch.utils.data.Dataset):
             boxes[ann["image_id"]].append(box)
             labels[ann["image_id"]].append(ann["category_id"])
         if degenerate:
-            logger.warning(
+            _warn_once(
                 "%s: left out %d boxes with zero width or height inside the image: %s",
                 self.ann_file, len(degenerate), "; ".join(degenerate[:10]),
             )
@@ -101,10 +115,7 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def _check_annotation(self, ann: dict[str, Any]) -> list[float]:
         """Validates one annotation; returns its box as ``x1, y1, x2, y2`` clipped to the image."""
-        where = f"{self.ann_file}: annotation id {ann.get('id')}"
-        for field in ("id", "image_id", "category_id", "bbox"):
-            if field not in ann:
-                raise ValueError(f"{where}: missing field {field!r}")
+        where = f"{self.ann_file}: annotation id {ann['id']}"
         if ann["image_id"] not in self.coco.imgs:
             raise ValueError(f"{where}: field image_id = {ann['image_id']!r} is not among the json's images")
         if ann["category_id"] not in self.categories:
@@ -116,7 +127,7 @@ class CocoDetection(torch.utils.data.Dataset):
         if (
             not isinstance(bbox, (list, tuple))
             or len(bbox) != 4
-            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
         ):
             raise ValueError(f"{where}: field bbox = {bbox!r}, expected 4 finite numbers [x, y, width, height]")
         x, y, w, h = (float(v) for v in bbox)
@@ -132,7 +143,8 @@ class CocoDetection(torch.utils.data.Dataset):
         return len(self.image_ids)
 
     def image_info(self, index: int) -> dict[str, Any]:
-        """``file_name`` (relative to ``root``), ``path``, ``height``, ``width``, ``image_id``; no decoding."""
+        """``file_name`` (relative to ``root``), ``path``, ``height``, ``width``, ``image_id`` and
+        ``record`` (names the annotation in messages); no decoding."""
         image_id = self.image_ids[index]
         image = self.coco.imgs[image_id]
         return {
@@ -141,6 +153,7 @@ class CocoDetection(torch.utils.data.Dataset):
             "height": int(image["height"]),
             "width": int(image["width"]),
             "image_id": image_id,
+            "record": f"{self.ann_file} image id {image_id}",
         }
 
     def annotations(self, index: int) -> dict[str, Any]:
@@ -156,8 +169,7 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
         info = self.image_info(index)
-        image_id = info["image_id"]
-        record = f"{self.ann_file} image id {image_id}"
+        image_id, record = info["image_id"], info["record"]
         rgb = read_annotated_image(info["path"], info["height"], info["width"], record)
         boxes, labels = self._boxes[image_id], self._labels[image_id]
         if self.transforms is not None:
@@ -172,20 +184,25 @@ class CocoDetection(torch.utils.data.Dataset):
 
 
 def load_coco_json(ann_file: Path) -> COCO:
-    """Reads and indexes a COCO json, with errors that name the file, record and field."""
+    """Reads and indexes a COCO json, with errors that name the file, record and field.
+
+    Every record is checked before pycocotools indexes it, so that a missing or
+    mistyped field is this module's error rather than a ``KeyError`` inside pycocotools.
+    """
     if not ann_file.is_file():
         raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
     try:
-        data = json.loads(ann_file.read_text())
-    except json.JSONDecodeError as e:
+        data = json.loads(ann_file.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{ann_file}: not valid JSON: {e}") from e
     if not isinstance(data, dict):
         raise ValueError(f"{ann_file}: expected a JSON object with images and categories, found {type(data).__name__}")
-    for key in ("images", "categories"):
+    data.setdefault("annotations", [])  # a test split may come without them
+    for key in RECORD_FIELDS:
         if not isinstance(data.get(key), list):
             raise ValueError(f"{ann_file}: missing list {key!r} (keys found: {sorted(data)})")
-    _check_records(ann_file, "images", data["images"], ("id", "file_name", "height", "width"))
-    _check_records(ann_file, "categories", data["categories"], ("id", "name"))
+        _check_records(ann_file, key, data[key])
+    _fill_optional_fields(ann_file, data["annotations"])
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress
@@ -193,12 +210,52 @@ def load_coco_json(ann_file: Path) -> COCO:
     return coco
 
 
-def _check_records(ann_file: Path, key: str, records: list[Any], fields: tuple[str, ...]) -> None:
-    seen = set()
+# The fields each record must have, with their JSON types (COCO's ids are integers).
+RECORD_FIELDS: dict[str, dict[str, type]] = {
+    "images": {"id": int, "file_name": str, "height": int, "width": int},
+    "categories": {"id": int, "name": str},
+    "annotations": {"id": int, "image_id": int, "category_id": int, "bbox": list},
+}
+
+
+def _check_records(ann_file: Path, key: str, records: list[Any]) -> None:
+    """Fields present and of their type, ids unique, image sizes positive."""
+    first_index: dict[int, int] = {}
     for index, record in enumerate(records):
-        missing = [f for f in fields if not isinstance(record, dict) or f not in record]
-        if missing:
-            raise ValueError(f"{ann_file}: {key}[{index}] lacks field(s) {missing}")
-        if record["id"] in seen:
-            raise ValueError(f"{ann_file}: {key}[{index}] repeats id {record['id']!r}")
-        seen.add(record["id"])
+        where = f"{ann_file}: {key}[{index}]"
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: expected an object, found {type(record).__name__}")
+        where += f" (id {record.get('id')!r})"
+        for field, kind in RECORD_FIELDS[key].items():
+            if field not in record:
+                raise ValueError(f"{where}: missing field {field!r}")
+            value = record[field]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"{where}: field {field} = {value!r} is not {'an' if kind is int else 'a'} {_JSON_NAMES[kind]}")
+        if key == "images" and (record["height"] <= 0 or record["width"] <= 0):
+            raise ValueError(f"{where}: height = {record['height']}, width = {record['width']}; expected positive")
+        if record["id"] in first_index:
+            raise ValueError(f"{where}: repeats the id of {key}[{first_index[record['id']]}]; ids must be unique")
+        first_index[record["id"]] = index
+
+
+_JSON_NAMES = {int: "integer", str: "string", list: "list"}
+
+
+def _fill_optional_fields(ann_file: Path, annotations: list[dict[str, Any]]) -> None:
+    """Gives annotations without ``iscrowd`` the value 0, and those without ``area`` their box's
+    area, as pycocotools does for detections.
+
+    pycocotools' evaluation raises a KeyError without them (it sorts objects into
+    small, medium and large by ``area``); hand-made jsons often leave them out.
+    """
+    for ann in annotations:
+        ann.setdefault("iscrowd", 0)
+    missing = [a for a in annotations if "area" not in a]
+    for ann in missing:
+        bbox = ann["bbox"]
+        numbers = len(bbox) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+        ann["area"] = float(bbox[2]) * float(bbox[3]) if numbers else 0.0  # a bad bbox is reported later
+    if missing:
+        _warn_once("%s: %d of %d annotations have no area; their box area is used (for APs, APm, APl)",
+                       ann_file, len(missing), len(annotations))

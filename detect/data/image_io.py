@@ -1,8 +1,11 @@
 """Reading and writing image files; the one place where RGB <-> BGR is handled.
 
 Everything in detect speaks RGB: ``uint8`` arrays of shape ``(H, W, 3)`` on the
-numpy side and float ``Tensor[3, H, W]`` in 0..1 on the torch side. OpenCV
-decodes to BGR, so the conversion happens here and nowhere else.
+numpy side and float ``Tensor[3, H, W]`` in 0..1 on the torch side. Images are
+decoded with Pillow, which raises on a truncated file where OpenCV only prints a
+warning and fills the rest with grey (both use libjpeg-turbo and give the same
+pixels); they are written with OpenCV, whose BGR order is converted here and
+nowhere else.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from PIL import Image, ImageFile, ImageOps
 from torch import Tensor
 
 
@@ -23,11 +27,13 @@ class ImageReadError(ValueError):
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decodes an image file to RGB, with its EXIF orientation applied.
 
-    Grayscale files come back with three equal channels and an alpha channel is
-    dropped, so every image has the same layout.
+    Grayscale, palette, CMYK and alpha images come back as three RGB channels (an
+    alpha channel is dropped), 16-bit images as their high byte, so every image
+    has the same layout. The whole file is decoded before anything is returned:
+    a truncated or corrupt stream is an error, never an image with a grey fill.
 
     Args:
-        path: any format OpenCV decodes (JPEG, PNG, BMP, ...).
+        path: any format Pillow decodes (JPEG, PNG, BMP, TIFF, WebP, ...).
 
     Returns:
         ``uint8`` array of shape ``(H, W, 3)``, RGB. ``H, W`` are those of the
@@ -35,16 +41,33 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         convention of COCO's ``height``/``width`` and of every image viewer).
 
     Raises:
-        ImageReadError: the file is missing or cannot be decoded.
+        ImageReadError: the file is missing, empty, truncated, corrupt or not an image.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: image file not found")
-    # IMREAD_COLOR applies the EXIF orientation (IMREAD_IGNORE_ORIENTATION would not).
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ImageReadError(f"{path}: cannot decode image (corrupt file or unsupported format)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # Another library switched Pillow to filling truncated images with grey; refuse rather than train on it.
+        raise ImageReadError(f"{path}: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set, so truncated images would pass")
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes every byte: a truncated stream raises here (OpenCV would fill with grey)
+            ImageOps.exif_transpose(image, in_place=True)
+            return _to_rgb(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        reason = "empty file" if path.stat().st_size == 0 else str(e)
+        raise ImageReadError(f"{path}: cannot decode image ({reason}): truncated, corrupt or not an image") from None
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """A decoded Pillow image -> ``uint8 (H, W, 3)`` RGB."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        # 16-bit grayscale: keep the high byte, as Pillow itself does for 16-bit colour.
+        gray = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.array(image)  # np.array, not asarray: a writable copy
 
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:

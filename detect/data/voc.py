@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import math
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -32,6 +34,8 @@ VOC_CLASSES = (
 )
 _CLASS_TO_ID = {name: i + 1 for i, name in enumerate(VOC_CLASSES)}
 _SET_PATTERN = re.compile(r"^(\d{4})/(\w+)$")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,13 @@ class VOCDetection(torch.utils.data.Dataset):
         if not keep_difficult:
             records = [_without_difficult(r) for r in records]
         if filter_empty:
-            records = [r for r in records if len(r.labels) > 0]
+            kept = [r for r in records if len(r.labels) > 0]
+            if len(kept) < len(records):
+                logger.warning(
+                    "%s %s: left out %d of %d images without a usable box (filter_empty)",
+                    self.root, sets, len(records) - len(kept), len(records),
+                )
+            records = kept
         self._records = records
         self.image_ids: list[str] = [r.image_id for r in records]
 
@@ -119,7 +129,8 @@ class VOCDetection(torch.utils.data.Dataset):
         return len(self._records)
 
     def image_info(self, index: int) -> dict[str, Any]:
-        """``file_name`` (relative to ``root``), ``path``, ``height``, ``width``, ``image_id``; no decoding."""
+        """``file_name`` (relative to ``root``), ``path``, ``height``, ``width``, ``image_id`` and
+        ``record`` (names the annotation file in messages); no decoding."""
         r = self._records[index]
         return {
             "file_name": r.file_name,
@@ -127,6 +138,7 @@ class VOCDetection(torch.utils.data.Dataset):
             "height": r.height,
             "width": r.width,
             "image_id": r.image_id,
+            "record": str(self.root / r.xml_name),
         }
 
     def annotations(self, index: int) -> dict[str, Any]:
@@ -142,11 +154,11 @@ class VOCDetection(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
         r = self._records[index]
-        xml = self.root / r.xml_name
-        rgb = read_annotated_image(self.root / r.file_name, r.height, r.width, str(xml))
+        record = str(self.root / r.xml_name)
+        rgb = read_annotated_image(self.root / r.file_name, r.height, r.width, record)
         boxes, labels = r.boxes, r.labels
         if self.transforms is not None:
-            rgb, boxes, labels = run_transforms(self.transforms, rgb, boxes, labels, str(xml))
+            rgb, boxes, labels = run_transforms(self.transforms, rgb, boxes, labels, record)
         target = {
             "boxes": torch.tensor(boxes, dtype=torch.float32),
             "labels": torch.tensor(labels, dtype=torch.int64),
@@ -192,7 +204,10 @@ def parse_voc_xml(path: Path, year: str, name: str) -> VOCImage:
             )
         boxes.append(box)
         labels.append(_CLASS_TO_ID[class_name])
-        difficult.append(bool(int(_number(path, obj, "difficult", where, default=0.0))))
+        flag = _number(path, obj, "difficult", where, default=0.0)
+        if flag not in (0.0, 1.0):
+            raise ValueError(f"{path}: {where} field difficult = {flag:g}; expected 0 or 1")
+        difficult.append(flag == 1.0)
     return VOCImage(
         image_id=name,
         year=year,
@@ -213,9 +228,12 @@ def _number(path: Path, node: ET.Element, field: str, where: str = "", default: 
             return default
         raise ValueError(f"{prefix} is missing")
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ValueError(f"{prefix} = {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{prefix} = {text!r} is not a finite number")
+    return value
 
 
 def _list_images(root: Path, sets: list[str]) -> list[tuple[str, str]]:

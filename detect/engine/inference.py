@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from detect.config import Config
+from detect.config import AMP_MODES, Config
 from detect.data.build import Dataset, build_dataset
 from detect.data.loader import build_test_loader
 from detect.engine.distributed import all_gather_objects, is_main_process
@@ -27,8 +27,8 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     if amp == "off":
         return contextlib.nullcontext()
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    if amp not in dtypes:
-        raise ValueError(f"unknown train.amp {amp!r}; known: 'off', 'bf16', 'fp16'")
+    if amp not in AMP_MODES:
+        raise ValueError(f"unknown train.amp {amp!r}; known: {', '.join(map(repr, AMP_MODES))}")
     if amp == "fp16" and device.type != "cuda":
         raise ValueError("train.amp=fp16 needs CUDA; use bf16 on the CPU")
     return torch.autocast(device.type, dtype=dtypes[amp])

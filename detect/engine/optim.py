@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from detect.config import TrainConfig
+from detect.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
 
 NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
 
@@ -29,7 +29,7 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
         return torch.optim.SGD(param_groups, lr=cfg.base_lr, momentum=cfg.momentum)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(param_groups, lr=cfg.base_lr)
-    raise ValueError(f"unknown train.optimizer {cfg.optimizer!r}; known: 'sgd', 'adamw'")
+    raise ValueError(f"unknown train.optimizer {cfg.optimizer!r}; known: {', '.join(map(repr, OPTIMIZERS))}")
 
 
 def lr_factor(cfg: TrainConfig, iteration: int) -> float:
@@ -39,7 +39,7 @@ def lr_factor(cfg: TrainConfig, iteration: int) -> float:
     elif cfg.lr_schedule == "cosine":
         decay = 0.5 * (1 + math.cos(math.pi * min(iteration, cfg.max_iter) / cfg.max_iter))
     else:
-        raise ValueError(f"unknown train.lr_schedule {cfg.lr_schedule!r}; known: 'step', 'cosine'")
+        raise ValueError(f"unknown train.lr_schedule {cfg.lr_schedule!r}; known: {', '.join(map(repr, LR_SCHEDULES))}")
     if iteration < cfg.warmup_iters:
         alpha = iteration / cfg.warmup_iters
         decay *= cfg.warmup_factor * (1 - alpha) + alpha

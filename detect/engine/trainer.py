@@ -24,6 +24,7 @@ from detect.data.loader import build_train_loader
 from detect.engine.distributed import init_distributed, is_main_process, world_size
 from detect.engine.inference import autocast, evaluate_model
 from detect.engine.optim import build_lr_scheduler, build_optimizer
+from detect.engine.preflight import SkippedImages, check_before_training
 from detect.engine.tensorboard import TensorBoardLog
 from detect.models import FasterRCNN, build_model
 
@@ -75,6 +76,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any] | None:
             stacklevel=2,
         )
     dataset = build_dataset(cfg.data.train, cfg.data, is_train=True)
+    check_before_training(cfg, dataset)
     model = build_model(cfg, dataset_classes(dataset)).to(device)
     cfg.model.classes = model.categories.to_dict()  # the saved config then builds this model alone
     if cfg.train.channels_last:
@@ -96,15 +98,18 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any] | None:
     )
     board = TensorBoardLog(output_dir, start_iter, cfg) if cfg.train.tensorboard and is_main_process() else None
     state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "cfg": cfg, "board": board}
+    state["skipped"] = SkippedImages(cfg.data.bad_images)  # data.bad_images=skip: named, counted, reported
     _loop(ddp_model, loader, device, start_iter, output_dir, state)
 
     if is_main_process():
         _save(output_dir / "model_final.pth", cfg.train.max_iter, state)
     report = evaluate_model(model, cfg, output_dir, device)
+    metrics = report.metrics if report else None
+    state["skipped"].report(output_dir, metrics)
     if board:
         board.evaluation(cfg.train.max_iter, report, output_dir)
         board.close()
-    return report.metrics if report else None
+    return metrics
 
 
 def _loop(ddp_model: nn.Module, loader, device: torch.device, start_iter: int, output_dir: Path, state: dict) -> None:
@@ -120,6 +125,7 @@ def _loop(ddp_model: nn.Module, loader, device: torch.device, start_iter: int, o
     for iteration in range(start_iter, cfg.train.max_iter):
         tick = time.perf_counter()
         images, targets = next(batches)
+        state["skipped"].update(targets)
         images = [i.to(device, non_blocking=True) for i in images]
         targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
         data_time = time.perf_counter() - tick
@@ -140,7 +146,7 @@ def _loop(ddp_model: nn.Module, loader, device: torch.device, start_iter: int, o
         window.append({**_mean_over_processes(losses), "time": time.perf_counter() - tick, "data_time": data_time})
         done = iteration + 1
         if main and (done % cfg.train.log_period == 0 or done == cfg.train.max_iter):
-            record = _log_record(done, window, lr, device)
+            record = {**_log_record(done, window, lr, device), **state["skipped"].log_fields()}
             log.write(json.dumps(record) + "\n")
             log.flush()
             if state["board"]:

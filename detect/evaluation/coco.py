@@ -129,9 +129,23 @@ def load_results(path: Union[str, Path]) -> list[dict[str, Any]]:
             raise ValueError(f"{path}: not valid JSON: {e}") from None
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of detections, got {type(records).__name__}")
+    if records and isinstance(records[0], dict) and "detections" in records[0] and "image_id" not in records[0]:
+        raise ValueError(
+            f"{path}: not in COCO results format but tools/predict.py's format (image files, not dataset image "
+            f"ids); give the detections.json that tools/test.py and tools/train.py write{_nearby_detections(path)}"
+        )
     for index, record in enumerate(records):
         _check_record(record, f"{path}: record {index}")
     return records
+
+
+def _nearby_detections(path: Union[str, Path]) -> str:
+    """``", e.g. <run>/detections.json"`` when the folder of ``path`` or its parent has one."""
+    folder = Path(path).resolve().parent
+    for candidate in (folder / "detections.json", folder.parent / "detections.json"):
+        if candidate.is_file():
+            return f", e.g. {candidate}"
+    return ""
 
 
 def _check_record(record: Any, where: str) -> None:

@@ -109,9 +109,13 @@ def _check_images(images: list[Tensor]) -> None:
 
 
 def _check_targets(targets: list[dict[str, Tensor]], num_images: int) -> None:
+    if not isinstance(targets, (list, tuple)):
+        raise ValueError(f"targets must be a list of dicts with 'boxes' and 'labels', got {type(targets).__name__}")
     if len(targets) != num_images:
         raise ValueError(f"{num_images} images but {len(targets)} targets")
     for i, target in enumerate(targets):
+        if not isinstance(target, dict):
+            raise ValueError(f"target at index {i}: expected a dict with 'boxes' and 'labels', got {type(target).__name__}")
         boxes, labels = target.get("boxes"), target.get("labels")
         if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4 or not boxes.is_floating_point():
             raise ValueError(f"target at index {i}: 'boxes' must be a float tensor [G, 4], got {getattr(boxes, 'shape', boxes)}")

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align, roi_pool
 
 from detect.box_ops import box_area
+from detect.config import POOLER_TYPES
 
 
 def assign_fpn_levels(boxes: Tensor, min_level: int, max_level: int, canonical_size: float = 224.0, canonical_level: int = 4) -> Tensor:
@@ -39,8 +40,8 @@ class RoIPooler(nn.Module):
 
     def __init__(self, output_size: int, strides: list[int], sampling_ratio: int, aligned: bool, pool_type: str):
         super().__init__()
-        if pool_type not in ("align", "pool"):
-            raise ValueError(f"unknown RoI pooler type {pool_type!r}; known: 'align', 'pool'")
+        if pool_type not in POOLER_TYPES:
+            raise ValueError(f"unknown RoI pooler type {pool_type!r}; known: {', '.join(map(repr, POOLER_TYPES))}")
         self.output_size = output_size
         self.scales = [1.0 / s for s in strides]
         self.min_level = int(math.log2(strides[0]))
