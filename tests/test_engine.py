@@ -102,10 +102,13 @@ def runs(shapes, tmp_path_factory) -> dict:
     """A 6-iteration run straight through, and the same run stopped in iteration 5 and resumed.
 
     The stop comes after iteration 4 is logged and one iteration after the
-    iteration-3 checkpoint, so the resumed run must redo iteration 4.
+    iteration-3 checkpoint, so the resumed run must redo iteration 4. Two loader
+    workers and every augmentation (scale, flip, colour) are on: their random
+    draws must continue across the restart too.
     """
     root = tmp_path_factory.mktemp("runs")
-    settings = ["train.max_iter=6", "train.checkpoint_period=3"]
+    augmented = ["data.num_workers=2", "data.train_min_sizes=[112,128,144]", "data.hflip_prob=0.5", "data.color_jitter=True"]
+    settings = ["train.max_iter=6", "train.checkpoint_period=3", *augmented]
     train(_shapes_cfg(shapes, root / "straight", *settings))
 
     resumed = root / "resumed"
@@ -138,11 +141,10 @@ def test_resumed_run_continues_from_iteration_3(runs):
 
 
 def test_resumed_run_repeats_the_straight_run(runs):
-    """Same lr, losses and final weights: model, optimizer, schedule, RNG and data order all continue.
+    """Same lr, losses and final weights: model, optimizer, schedule, RNG, data order and augmentation all continue.
 
-    With data.num_workers=0 the augmentation draws come from the restored
-    global torch RNG, so the resumed run is bit-identical on one thread; the
-    tolerance only allows for a BLAS that sums in another order.
+    The resumed run is bit-identical on one thread; the tolerance only allows
+    for a BLAS that sums in another order.
     """
     straight = {r["iteration"]: r for r in _log(runs["straight"])}
     resumed = {r["iteration"]: r for r in _log(runs["resumed"])}  # the later record of an iteration wins
