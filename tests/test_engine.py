@@ -4,6 +4,7 @@ Runs are a few iterations of a ResNet-18 FPN on 128-160 px images, on one CPU th
 under a shared, busy CPU one thread is several times faster than two.
 """
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -13,41 +14,18 @@ import torch
 
 from detect.checkpoint import load_checkpoint
 from detect.config import config_from_dict, load_config
+from detect.data.build import build_dataset
+from detect.data.loader import build_train_loader
 from detect.engine.optim import lr_factor
 from detect.engine.trainer import train
 from detect.models import build_model
 from detect.models.faster_rcnn import FasterRCNN
 
-REPO = Path(__file__).parent.parent
-COCO8 = REPO / "tests" / "data" / "coco8"
-CONFIG = REPO / "configs" / "quickstart_shapes.py"
+from training_runs import COCO8, COCO8_DATA, CONFIG, TINY
+
 LOG_KEYS = {
     "iteration", "lr", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "total_loss", "time", "data_time", "memory_mb",
 }
-TINY = [
-    "model.backbone.name=resnet18",
-    "model.fpn.out_channels=64",
-    "model.roi_heads.fc_dim=128",
-    "model.input.min_size=128",
-    "model.input.max_size=160",
-    "model.rpn.pre_nms_topk_train=200",
-    "model.rpn.post_nms_topk_train=100",
-    "model.rpn.pre_nms_topk_test=100",
-    "model.rpn.post_nms_topk_test=50",
-    "model.rpn.batch_size_per_image=64",
-    "model.roi_heads.batch_size_per_image=64",
-    "data.train_min_sizes=[128]",
-    "data.train_max_size=160",
-    "data.num_workers=0",
-    "train.batch_size=2",
-    "train.device=cpu",
-    "train.log_period=1",
-    "train.eval_period=0",
-    "train.base_lr=0.01",
-    "train.lr_schedule=step",
-    "train.warmup_iters=2",
-    "train.steps=[4]",
-]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -191,7 +169,7 @@ def test_logged_lr_is_the_lr_the_iteration_used(runs):
     assert [r["lr"] for r in records] == [pytest.approx(cfg.base_lr * lr_factor(cfg, k - 1)) for k in range(1, 7)]
 
 
-def test_non_finite_loss_names_the_iteration_and_the_losses(shapes, tmp_path, monkeypatch):
+def test_non_finite_loss_names_the_iteration_the_losses_and_the_images(shapes, tmp_path, monkeypatch):
     forward = FasterRCNN.forward
     calls = []
 
@@ -204,13 +182,21 @@ def test_non_finite_loss_names_the_iteration_and_the_losses(shapes, tmp_path, mo
         return losses
 
     monkeypatch.setattr(FasterRCNN, "forward", nan_at_second_call)
+    cfg = _shapes_cfg(shapes, tmp_path, "train.max_iter=3", "train.checkpoint_period=0")
     with pytest.raises(FloatingPointError) as info:
-        train(_shapes_cfg(shapes, tmp_path, "train.max_iter=3", "train.checkpoint_period=0"))
+        train(cfg)
     message = str(info.value)
     assert "iteration 2" in message
     assert "'loss_box': nan" in message
     for key in ("loss_rpn_cls", "loss_rpn_box", "loss_cls"):
         assert f"'{key}': " in message
+    # The second batch of the run's data order (the loader's own tests pin that order down).
+    dataset = build_dataset(cfg.data.train, cfg.data, is_train=True)
+    loader = build_train_loader(dataset, 2, 0, cfg.data.aspect_ratio_grouping, cfg.train.seed)
+    _, targets = list(itertools.islice(loader, 2))[1]
+    file_names = {dataset.image_info(i)["image_id"]: dataset.image_info(i)["file_name"] for i in range(len(dataset))}
+    for target in targets:
+        assert f"{target['image_id']} ({file_names[target['image_id']]})" in message
     assert not (tmp_path / "model_final.pth").exists()
 
 
@@ -225,13 +211,7 @@ def test_unknown_lr_schedule_fails_before_training(shapes, tmp_path):
 def coco8_run(tmp_path_factory) -> Path:
     """Two iterations on coco8 (COCO's non-contiguous category ids), a checkpoint after each."""
     run = tmp_path_factory.mktemp("coco8_run")
-    data = [
-        f"data.train.root={COCO8}/images",
-        f"data.train.ann_file={COCO8}/annotations.json",
-        f"data.val.root={COCO8}/images",
-        f"data.val.ann_file={COCO8}/annotations.json",
-    ]
-    train(load_config(CONFIG, [*TINY, *data, "train.max_iter=2", "train.checkpoint_period=1", f"output_dir={run}"]))
+    train(load_config(CONFIG, [*TINY, *COCO8_DATA, "train.max_iter=2", "train.checkpoint_period=1", f"output_dir={run}"]))
     return run
 
 
