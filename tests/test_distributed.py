@@ -74,14 +74,13 @@ def equivalent_runs(shapes, tmp_path_factory) -> dict[str, Path]:
         "data.color_jitter=True", "train.max_iter=3", "train.checkpoint_period=0", "train.amp=off",
         "train.optimizer=sgd", "train.base_lr=0.005", "train.warmup_iters=0",
     ]
-    runs = {name: tmp_path_factory.mktemp(name) for name in ("one", "two", "evaluated_by_two")}
+    runs = {name: tmp_path_factory.mktemp(name) for name in ("one", "two", "evaluated_by_one", "evaluated_by_two")}
     script = str(REPO / "tests" / "train_unshuffled.py")
     _run([sys.executable, script, str(CONFIG), "--output-dir", str(runs["one"]), *settings])
     _run([*TORCHRUN, script, str(CONFIG), "--output-dir", str(runs["two"]), *settings])
-    _run([
-        *TORCHRUN, str(REPO / "tools" / "test.py"), str(runs["one"] / "config.py"),
-        "--weights", str(runs["one"] / "model_final.pth"), "--output-dir", str(runs["evaluated_by_two"]),
-    ])
+    test = [str(REPO / "tools" / "test.py"), str(runs["one"] / "config.py"), "--weights", str(runs["one"] / "model_final.pth")]
+    _run([sys.executable, *test, "--output-dir", str(runs["evaluated_by_one"])])
+    _run([*TORCHRUN, *test, "--output-dir", str(runs["evaluated_by_two"])])
     return runs
 
 
@@ -95,7 +94,7 @@ def test_rank_0_logs_each_iteration_once(equivalent_runs):
 
 
 def test_two_processes_evaluate_what_one_process_evaluates(equivalent_runs, shapes):
-    one, two = equivalent_runs["one"], equivalent_runs["evaluated_by_two"]
+    one, two = equivalent_runs["evaluated_by_one"], equivalent_runs["evaluated_by_two"]
     assert json.loads((two / "metrics.json").read_text()) == json.loads((one / "metrics.json").read_text())
     # Each process ran inference on its half; rank 0 gathered the detections of every image.
     detections = json.loads((two / "detections.json").read_text())

@@ -54,20 +54,30 @@ def reduce_over_processes(tensor: Tensor, op: dist.ReduceOp.RedOpType) -> Tensor
 
 
 def distributed_model(model: nn.Module, device: torch.device) -> DistributedDataParallel:
-    """Wraps ``model`` for data-parallel training; its parameters and buffers stay the same objects.
+    """Wraps ``model`` for data-parallel training, after :func:`batchnorm_for_ddp`."""
+    model, sync_buffers = batchnorm_for_ddp(model, device.type)
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=sync_buffers
+    )
+
+
+def batchnorm_for_ddp(model: nn.Module, device_type: str) -> tuple[nn.Module, bool]:
+    """Makes BatchNorm synchronised where PyTorch can; says whether buffers need broadcasting every step.
 
     On CUDA, BatchNorm becomes SyncBatchNorm: statistics over the batch of all
     processes, the same on each. PyTorch has no SyncBatchNorm on the CPU: there
-    each process normalises its own share, and rank 0's running statistics are
-    broadcast before every forward. Frozen BatchNorm and GroupNorm buffers never
-    change, so then nothing is broadcast.
+    each process normalises its own share, and rank 0's running statistics must
+    be broadcast before every forward. Frozen BatchNorm and GroupNorm buffers
+    never change, and SyncBatchNorm's are the same everywhere, so then buffers
+    are broadcast only once, when DDP starts.
+
+    Returns:
+        The model (the same object unless it is itself a BatchNorm layer; parameters
+        and buffers stay the same objects) and whether to broadcast buffers every step.
     """
-    if device.type == "cuda":
+    if device_type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    local_statistics = any(isinstance(m, LOCAL_BATCHNORM) and m.track_running_stats for m in model.modules())
-    return DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=local_statistics
-    )
+    return model, any(isinstance(m, LOCAL_BATCHNORM) and m.track_running_stats for m in model.modules())
 
 
 def broadcast_batchnorm_statistics(model: nn.Module) -> None:
@@ -96,5 +106,5 @@ def resume_command(argv: list[str]) -> str:
     nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1"))
     launcher = ["torchrun", "--nproc_per_node", os.environ["LOCAL_WORLD_SIZE"]]
     if nodes > 1:
-        return shlex.join([*launcher, "--nnodes", str(nodes)]) + " RENDEZVOUS-OPTIONS " + shlex.join(args) + " (on every node)"
+        return shlex.join([*launcher, "--nnodes", str(nodes)]) + " <rendezvous options> " + shlex.join(args) + " (on every node)"
     return shlex.join([*launcher, *args])
