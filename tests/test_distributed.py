@@ -24,7 +24,7 @@ from detect.config import load_config
 
 from training_runs import COCO8_DATA, CONFIG, REPO, TINY, assert_same_training, read_log
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # nine torchrun or training processes: about 4 min on a shared, busy 2-core machine
 TORCHRUN = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 GROUPNORM = ["model.backbone.norm=gn", "model.backbone.freeze_at=0", "model.roi_heads.score_thresh=0.0", "test.batch_size=1"]

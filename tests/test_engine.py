@@ -103,6 +103,7 @@ def runs(shapes, tmp_path_factory) -> dict:
         "interrupted_files": interrupted_files,
         "interrupted_log": interrupted_log,
         "cfg": _shapes_cfg(shapes, root / "unused", *settings),
+        "shapes": shapes,
     }
 
 
@@ -252,3 +253,19 @@ def test_model_final_alone_rebuilds_the_trained_model(coco8_run, tmp_path, coco8
         (detections,) = model([coco8["images"][0]])
     assert len(detections["labels"]) > 0
     assert set(detections["labels"].tolist()) <= set(_coco8_classes())
+
+
+def test_a_log_record_averages_the_iterations_since_the_last(runs, tmp_path):
+    """log_period=3 logs the mean of the losses that log_period=1 logs one by one; without loader
+    workers, as the augmentation does not depend on them."""
+    settings = ["train.max_iter=6", "train.checkpoint_period=0", "train.log_period=3",
+                "data.train_min_sizes=[112,128,144]", "data.hflip_prob=0.5", "data.color_jitter=True"]
+    train(_shapes_cfg(runs["shapes"], tmp_path, *settings))
+    every = {r["iteration"]: r for r in _log(runs["straight"])}
+    records = _log(tmp_path)
+    assert [r["iteration"] for r in records] == [3, 6]
+    for record in records:
+        window = [every[i] for i in range(record["iteration"] - 2, record["iteration"] + 1)]
+        assert record["lr"] == window[-1]["lr"]
+        for key in ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "total_loss"):
+            assert record[key] == pytest.approx(sum(r[key] for r in window) / 3, rel=1e-6), (record["iteration"], key)

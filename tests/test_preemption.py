@@ -28,7 +28,7 @@ SETTINGS = [
     "data.num_workers=1", "data.train_min_sizes=[112,128,144]", "data.hflip_prob=0.5", "data.color_jitter=True",
 ]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-pytestmark = pytest.mark.slow  # five training processes: about 30 s on two idle cores
+pytestmark = pytest.mark.slow  # five training processes: 2.5 min on a shared, busy 2-core machine (33 s of CPU)
 
 
 def _train_command(output_dir: Path, script: Path = REPO / "tools" / "train.py") -> list[str]:
