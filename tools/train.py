@@ -5,6 +5,8 @@
     torchrun --nproc_per_node 8 tools/train.py configs/frcnn_r101_coco.py
 
 Writes config.py, log.jsonl, checkpoints (model_final.pth) and metrics.json into the output folder.
+SIGTERM or Ctrl-C saves a checkpoint after the step in progress, prints the command that
+resumes the run, and exits with status 128 + the signal's number.
 """
 
 import argparse
