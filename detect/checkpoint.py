@@ -9,9 +9,8 @@ and ``rng`` so that training resumes exactly where it stopped.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -23,17 +22,38 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
-    """Writes to a temporary file beside ``path`` and renames it, so a crash never leaves half a file."""
+    """Writes ``checkpoint`` to ``path`` atomically (see :func:`write_atomically`)."""
+    write_atomically(path, lambda f: torch.save({"format": FORMAT, **checkpoint}, f))
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Calls ``write`` on a temporary file beside ``path``, then renames it to ``path``.
+
+    A process killed meanwhile, even by SIGKILL, leaves the previous ``path``
+    whole; only the temporary ``.NAME.PID.tmp`` remains (see
+    :func:`remove_partial_files`). The file gets the mode the umask gives, as
+    every other output does.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **checkpoint}, f)
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
+    """Deletes what writers killed in :func:`write_atomically` left in ``folder``; returns those files."""
+    partial = sorted(Path(folder).glob(".*.*.tmp"))
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -176,6 +176,7 @@ class TrainConfig:
     amp: str = "off"  # off, bf16 or fp16 (fp16 with a gradient scaler, CUDA only)
     channels_last: bool = False
     checkpoint_period: int = 5000
+    keep_checkpoints: int = 0  # newest periodic checkpoints kept (disk space); 0 keeps all
     eval_period: int = 0  # 0: only at the end
     log_period: int = 20
     tensorboard: bool = False  # also write TensorBoard event files into the run folder

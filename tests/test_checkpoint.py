@@ -1,9 +1,12 @@
 """detect.checkpoint: atomic writes and load errors that name the file."""
 
+import os
+import stat
+
 import pytest
 import torch
 
-from detect.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from detect.checkpoint import FORMAT, CheckpointError, load_checkpoint, remove_partial_files, save_checkpoint
 
 
 def _checkpoint(value: float) -> dict:
@@ -77,3 +80,22 @@ def test_checkpoint_without_classes_is_an_error(tmp_path):
     torch.save({"format": FORMAT, "model": {}}, path)
     with pytest.raises(CheckpointError, match=f"{path}: checkpoint lacks 'classes'"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_checkpoint_mode_follows_the_umask(tmp_path, umask, mode):
+    """Colleagues read checkpoints as they read every other output: the umask decides, not 0600."""
+    previous = os.umask(umask)
+    try:
+        save_checkpoint(tmp_path / "model.pth", _checkpoint(1.0))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "model.pth").stat().st_mode) == mode
+
+
+def test_partial_files_of_killed_writers_are_found_and_removed(tmp_path):
+    save_checkpoint(tmp_path / "model_0000002.pth", _checkpoint(1.0))
+    (tmp_path / ".model_0000004.pth.4242.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / "notes.tmp").write_text("not ours")
+    assert [p.name for p in remove_partial_files(tmp_path)] == [".model_0000004.pth.4242.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_0000002.pth", "notes.tmp"]

@@ -62,7 +62,8 @@ def test_training_shares_are_disjoint_and_cover_each_epoch(size: int, world_size
 
 def test_training_sampler_is_endless_deterministic_and_reshuffles() -> None:
     def first(n: int, seed: int, rank: int = 0) -> list[int]:
-        return list(itertools.islice(TrainingSampler(10, seed=seed, rank=rank, world_size=2), n))
+        samples = itertools.islice(TrainingSampler(10, seed=seed, rank=rank, world_size=2), n)
+        return [index for index, _ in samples]
 
     stream = first(25, seed=1)  # 5 per epoch and rank: runs into the 5th epoch
     assert stream == first(25, seed=1)
@@ -79,12 +80,13 @@ def test_training_sampler_is_endless_deterministic_and_reshuffles() -> None:
 
 def test_grouped_batches_are_pure_and_cover_the_stream() -> None:
     groups = [0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 0, 1]
-    batches = list(GroupedBatchSampler(range(12), groups, batch_size=2))
-    assert all(len(b) == 2 and groups[b[0]] == groups[b[1]] for b in batches)
-    assert sorted(i for b in batches for i in b) == list(range(12))  # both groups have an even count
+    samples = [(i, 100 + i) for i in range(12)]
+    batches = list(GroupedBatchSampler(samples, groups, batch_size=2))
+    assert all(len(b) == 2 and groups[b[0][0]] == groups[b[1][0]] for b in batches)
+    assert sorted(s for b in batches for s in b) == samples  # both groups have an even count; seeds stay with their index
     endless = GroupedBatchSampler(TrainingSampler(12, seed=0), groups, batch_size=3)
     for batch in itertools.islice(endless, 50):
-        assert len({groups[i] for i in batch}) == 1
+        assert len({groups[i] for i, _ in batch}) == 1
 
 
 def test_aspect_ratio_groups_from_annotations() -> None:
@@ -147,3 +149,45 @@ def test_samplers_read_rank_from_an_initialised_process_group(tmp_path: Path) ->
         assert list(InferenceSampler(6)) == list(range(6))
     finally:
         dist.destroy_process_group()
+
+
+def _augmented_stream(num_workers: int, start_batch: int, batches: int) -> list[tuple[int, Tensor, list]]:
+    transforms = build_train_transforms([64, 80, 96], 128, hflip_prob=0.5, color_jitter=True)
+    dataset = CocoDetection(COCO8 / "images", COCO8 / "annotations.json", transforms, filter_empty=True)
+    loader = build_train_loader(dataset, 2, num_workers, aspect_ratio_grouping=False, seed=7, start_batch=start_batch)
+    return [
+        (t["image_id"], image, t["boxes"].tolist())
+        for images, targets in itertools.islice(loader, batches)
+        for image, t in zip(images, targets)
+    ]
+
+
+def _assert_same_stream(a: list[tuple[int, Tensor, list]], b: list[tuple[int, Tensor, list]]) -> None:
+    assert [image_id for image_id, _, _ in a] == [image_id for image_id, _, _ in b]
+    for (image_id, image_a, boxes_a), (_, image_b, boxes_b) in zip(a, b):
+        assert torch.equal(image_a, image_b), image_id
+        assert boxes_a == boxes_b, image_id
+
+
+def test_augmentation_depends_on_the_sample_only_not_on_workers_or_restarts() -> None:
+    """Scale, flip and colour of every image are the same read by the main process or by
+    two workers, and a loader started at batch 3 (a resumed run) continues the stream
+    instead of augmenting as from the start."""
+    torch.manual_seed(0)
+    reference = _augmented_stream(num_workers=0, start_batch=0, batches=6)  # 12 samples: a pass and a half
+    assert len({tuple(image.shape) for _, image, _ in reference}) > 1  # the augmentation did vary
+    torch.manual_seed(1)  # the global generator plays no part
+    _assert_same_stream(_augmented_stream(num_workers=2, start_batch=0, batches=6), reference)
+    _assert_same_stream(_augmented_stream(num_workers=2, start_batch=3, batches=3), reference[6:])
+
+
+def test_shares_of_two_ranks_interleave_to_one_process_stream() -> None:
+    """Rank r of 2 at batch 1 reads what position r of each batch of 2 reads in one process,
+    with the same augmentation seed, so 2 processes train on what one process does."""
+    single = TrainingSampler(9, seed=3, rank=0, world_size=1)
+    ranks = [TrainingSampler(9, seed=3, rank=r, world_size=2) for r in range(2)]
+    for epoch in range(2):
+        one = single.epoch_samples(epoch)
+        assert one[0::2] == ranks[0].epoch_samples(epoch)
+        assert one[1::2] == ranks[1].epoch_samples(epoch)
+        assert len({seed for _, seed in one}) == 9

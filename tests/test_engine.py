@@ -4,6 +4,7 @@ Runs are a few iterations of a ResNet-18 FPN on 128-160 px images, on one CPU th
 under a shared, busy CPU one thread is several times faster than two.
 """
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -13,41 +14,18 @@ import torch
 
 from detect.checkpoint import load_checkpoint
 from detect.config import config_from_dict, load_config
+from detect.data.build import build_dataset
+from detect.data.loader import build_train_loader
 from detect.engine.optim import lr_factor
 from detect.engine.trainer import train
 from detect.models import build_model
 from detect.models.faster_rcnn import FasterRCNN
 
-REPO = Path(__file__).parent.parent
-COCO8 = REPO / "tests" / "data" / "coco8"
-CONFIG = REPO / "configs" / "quickstart_shapes.py"
+from training_runs import COCO8, COCO8_DATA, CONFIG, TINY
+
 LOG_KEYS = {
     "iteration", "lr", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "total_loss", "time", "data_time", "memory_mb",
 }
-TINY = [
-    "model.backbone.name=resnet18",
-    "model.fpn.out_channels=64",
-    "model.roi_heads.fc_dim=128",
-    "model.input.min_size=128",
-    "model.input.max_size=160",
-    "model.rpn.pre_nms_topk_train=200",
-    "model.rpn.post_nms_topk_train=100",
-    "model.rpn.pre_nms_topk_test=100",
-    "model.rpn.post_nms_topk_test=50",
-    "model.rpn.batch_size_per_image=64",
-    "model.roi_heads.batch_size_per_image=64",
-    "data.train_min_sizes=[128]",
-    "data.train_max_size=160",
-    "data.num_workers=0",
-    "train.batch_size=2",
-    "train.device=cpu",
-    "train.log_period=1",
-    "train.eval_period=0",
-    "train.base_lr=0.01",
-    "train.lr_schedule=step",
-    "train.warmup_iters=2",
-    "train.steps=[4]",
-]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -102,10 +80,13 @@ def runs(shapes, tmp_path_factory) -> dict:
     """A 6-iteration run straight through, and the same run stopped in iteration 5 and resumed.
 
     The stop comes after iteration 4 is logged and one iteration after the
-    iteration-3 checkpoint, so the resumed run must redo iteration 4.
+    iteration-3 checkpoint, so the resumed run must redo iteration 4. Two loader
+    workers and every augmentation (scale, flip, colour) are on: their random
+    draws must continue across the restart too.
     """
     root = tmp_path_factory.mktemp("runs")
-    settings = ["train.max_iter=6", "train.checkpoint_period=3"]
+    augmented = ["data.num_workers=2", "data.train_min_sizes=[112,128,144]", "data.hflip_prob=0.5", "data.color_jitter=True"]
+    settings = ["train.max_iter=6", "train.checkpoint_period=3", *augmented]
     train(_shapes_cfg(shapes, root / "straight", *settings))
 
     resumed = root / "resumed"
@@ -122,6 +103,7 @@ def runs(shapes, tmp_path_factory) -> dict:
         "interrupted_files": interrupted_files,
         "interrupted_log": interrupted_log,
         "cfg": _shapes_cfg(shapes, root / "unused", *settings),
+        "shapes": shapes,
     }
 
 
@@ -138,11 +120,10 @@ def test_resumed_run_continues_from_iteration_3(runs):
 
 
 def test_resumed_run_repeats_the_straight_run(runs):
-    """Same lr, losses and final weights: model, optimizer, schedule, RNG and data order all continue.
+    """Same lr, losses and final weights: model, optimizer, schedule, RNG, data order and augmentation all continue.
 
-    With data.num_workers=0 the augmentation draws come from the restored
-    global torch RNG, so the resumed run is bit-identical on one thread; the
-    tolerance only allows for a BLAS that sums in another order.
+    The resumed run is bit-identical on one thread; the tolerance only allows
+    for a BLAS that sums in another order.
     """
     straight = {r["iteration"]: r for r in _log(runs["straight"])}
     resumed = {r["iteration"]: r for r in _log(runs["resumed"])}  # the later record of an iteration wins
@@ -189,7 +170,7 @@ def test_logged_lr_is_the_lr_the_iteration_used(runs):
     assert [r["lr"] for r in records] == [pytest.approx(cfg.base_lr * lr_factor(cfg, k - 1)) for k in range(1, 7)]
 
 
-def test_non_finite_loss_names_the_iteration_and_the_losses(shapes, tmp_path, monkeypatch):
+def test_non_finite_loss_names_the_iteration_the_losses_and_the_images(shapes, tmp_path, monkeypatch):
     forward = FasterRCNN.forward
     calls = []
 
@@ -202,13 +183,21 @@ def test_non_finite_loss_names_the_iteration_and_the_losses(shapes, tmp_path, mo
         return losses
 
     monkeypatch.setattr(FasterRCNN, "forward", nan_at_second_call)
+    cfg = _shapes_cfg(shapes, tmp_path, "train.max_iter=3", "train.checkpoint_period=0")
     with pytest.raises(FloatingPointError) as info:
-        train(_shapes_cfg(shapes, tmp_path, "train.max_iter=3", "train.checkpoint_period=0"))
+        train(cfg)
     message = str(info.value)
     assert "iteration 2" in message
     assert "'loss_box': nan" in message
     for key in ("loss_rpn_cls", "loss_rpn_box", "loss_cls"):
         assert f"'{key}': " in message
+    # The second batch of the run's data order (the loader's own tests pin that order down).
+    dataset = build_dataset(cfg.data.train, cfg.data, is_train=True)
+    loader = build_train_loader(dataset, 2, 0, cfg.data.aspect_ratio_grouping, cfg.train.seed)
+    _, targets = list(itertools.islice(loader, 2))[1]
+    file_names = {dataset.image_info(i)["image_id"]: dataset.image_info(i)["file_name"] for i in range(len(dataset))}
+    for target in targets:
+        assert f"{target['image_id']} ({file_names[target['image_id']]})" in message
     assert not (tmp_path / "model_final.pth").exists()
 
 
@@ -223,13 +212,7 @@ def test_unknown_lr_schedule_fails_before_training(shapes, tmp_path):
 def coco8_run(tmp_path_factory) -> Path:
     """Two iterations on coco8 (COCO's non-contiguous category ids), a checkpoint after each."""
     run = tmp_path_factory.mktemp("coco8_run")
-    data = [
-        f"data.train.root={COCO8}/images",
-        f"data.train.ann_file={COCO8}/annotations.json",
-        f"data.val.root={COCO8}/images",
-        f"data.val.ann_file={COCO8}/annotations.json",
-    ]
-    train(load_config(CONFIG, [*TINY, *data, "train.max_iter=2", "train.checkpoint_period=1", f"output_dir={run}"]))
+    train(load_config(CONFIG, [*TINY, *COCO8_DATA, "train.max_iter=2", "train.checkpoint_period=1", f"output_dir={run}"]))
     return run
 
 
@@ -270,3 +253,19 @@ def test_model_final_alone_rebuilds_the_trained_model(coco8_run, tmp_path, coco8
         (detections,) = model([coco8["images"][0]])
     assert len(detections["labels"]) > 0
     assert set(detections["labels"].tolist()) <= set(_coco8_classes())
+
+
+def test_a_log_record_averages_the_iterations_since_the_last(runs, tmp_path):
+    """log_period=3 logs the mean of the losses that log_period=1 logs one by one; without loader
+    workers, as the augmentation does not depend on them."""
+    settings = ["train.max_iter=6", "train.checkpoint_period=0", "train.log_period=3",
+                "data.train_min_sizes=[112,128,144]", "data.hflip_prob=0.5", "data.color_jitter=True"]
+    train(_shapes_cfg(runs["shapes"], tmp_path, *settings))
+    every = {r["iteration"]: r for r in _log(runs["straight"])}
+    records = _log(tmp_path)
+    assert [r["iteration"] for r in records] == [3, 6]
+    for record in records:
+        window = [every[i] for i in range(record["iteration"] - 2, record["iteration"] + 1)]
+        assert record["lr"] == window[-1]["lr"]
+        for key in ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "total_loss"):
+            assert record[key] == pytest.approx(sum(r[key] for r in window) / 3, rel=1e-6), (record["iteration"], key)

@@ -6,12 +6,17 @@
 
 Writes config.py, log.jsonl, checkpoints (model_final.pth) and metrics.json into the output folder,
 and with --tensorboard TensorBoard event files (tensorboard --logdir OUTPUT_DIR).
+SIGTERM or Ctrl-C saves a checkpoint after the step in progress, prints the command that
+resumes the run, and exits with status 128 + the signal's number.
 """
 
 import argparse
+import sys
 
 from detect.config import load_config
 from detect.engine import train
+from detect.engine.distributed import is_main_process, resume_command
+from detect.engine.trainer import TrainingStopped
 from detect.tool_errors import exit_on_user_error
 
 
@@ -33,7 +38,12 @@ def main() -> None:
         if args.tensorboard:
             overrides.append("train.tensorboard=True")
         cfg = load_config(args.config, overrides)
-        train(cfg, resume=args.resume)
+        try:
+            train(cfg, resume=args.resume)
+        except TrainingStopped as e:
+            if is_main_process():
+                print(f"{e}\nresume with: {resume_command(sys.argv)}", file=sys.stderr)
+            sys.exit(128 + e.signum)  # the shell's status for a process ended by that signal
 
 
 if __name__ == "__main__":

@@ -6,9 +6,12 @@ as torchvision's detection models take them.
 
 Under ``torch.distributed`` each process (rank) loads its own share:
 
-- training: an endless stream; each pass over the data is a permutation drawn
-  from ``seed + epoch``, split ``perm[rank::world_size]``, so every rank knows
-  the others' shares without communicating;
+- training: an endless stream of ``(index, augmentation seed)`` samples; each
+  pass over the data is a permutation drawn from ``seed + epoch``, split
+  ``perm[rank::world_size]``, so every rank knows the others' shares without
+  communicating. An image's augmentation is drawn from its sample's seed alone,
+  so it is the same whichever worker or process reads it, and a resumed run
+  continues the stream instead of restarting it;
 - test: contiguous slices in dataset order, so gathering the results of ranks
   0, 1, ... and concatenating them restores the dataset order.
 """
@@ -16,12 +19,15 @@ Under ``torch.distributed`` each process (rank) loads its own share:
 from __future__ import annotations
 
 import itertools
+import signal
 from typing import Any, Iterable, Iterator, Optional, Protocol
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Sampler
+
+Sample = tuple[int, int]  # (dataset index, seed of its augmentation)
 
 
 class DetectionDataset(Protocol):
@@ -52,12 +58,13 @@ def _rank_and_world_size(rank: Optional[int], world_size: Optional[int]) -> tupl
     return rank, world_size
 
 
-class TrainingSampler(Sampler[int]):
-    """Endless shuffled dataset indices for this rank.
+class TrainingSampler(Sampler[Sample]):
+    """Endless shuffled ``(dataset index, augmentation seed)`` samples for this rank.
 
-    Pass ``e`` over the data is ``randperm(size)`` seeded with ``seed + e``;
-    rank ``r`` of ``W`` takes every ``W``-th index from position ``r``. The shares
-    of one pass are disjoint and together cover the dataset exactly once.
+    Pass ``e`` over the data draws ``randperm(size)`` and one seed per position
+    from a generator seeded with ``seed + e``; rank ``r`` of ``W`` takes every
+    ``W``-th position from ``r``. The shares of one pass are disjoint and together
+    cover the dataset exactly once, and a position's seed does not depend on ``W``.
     """
 
     def __init__(self, size: int, seed: int, rank: Optional[int] = None, world_size: Optional[int] = None) -> None:
@@ -74,30 +81,59 @@ class TrainingSampler(Sampler[int]):
         self.size = size
         self.seed = seed
 
-    def epoch_indices(self, epoch: int) -> list[int]:
+    def epoch_samples(self, epoch: int) -> list[Sample]:
         """This rank's share of pass ``epoch``, in sampling order."""
         generator = torch.Generator().manual_seed(self.seed + epoch)
-        return torch.randperm(self.size, generator=generator)[self.rank :: self.world_size].tolist()
+        indices = torch.randperm(self.size, generator=generator)
+        seeds = torch.randint(2**62, (self.size,), generator=generator)
+        share = slice(self.rank, None, self.world_size)
+        return list(zip(indices[share].tolist(), seeds[share].tolist()))
 
-    def __iter__(self) -> Iterator[int]:
+    def epoch_indices(self, epoch: int) -> list[int]:
+        """The dataset indices of :meth:`epoch_samples`."""
+        return [index for index, _ in self.epoch_samples(epoch)]
+
+    def __iter__(self) -> Iterator[Sample]:
         for epoch in itertools.count():
-            yield from self.epoch_indices(epoch)
+            yield from self.epoch_samples(epoch)
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """Reads sample ``(index, seed)`` of ``dataset`` with torch's generator set to ``seed``.
+
+    The training transforms draw from torch's generator, so an image's
+    augmentation depends on its sample alone: not on the worker that reads it,
+    the number of workers or processes, or where a resumed run restarted. The
+    caller's generator state is left as it was.
+    """
+
+    def __init__(self, dataset: DetectionDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, sample: Sample) -> tuple[Tensor, dict[str, Any]]:
+        index, seed = sample
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
 
 
 class GroupedBatchSampler:
-    """Batches whose indices all share a group id, e.g. portrait vs landscape.
+    """Batches of samples whose images all share a group id, e.g. portrait vs landscape.
 
     Padding a batch to its largest image wastes less when all images have the
-    same orientation. Indices wait in a per-group buffer until it holds a full
+    same orientation. Samples wait in a per-group buffer until it holds a full
     batch; meant for endless samplers, so a partial buffer is never emitted.
     """
 
-    def __init__(self, sampler: Iterable[int], group_ids: list[int], batch_size: int) -> None:
+    def __init__(self, sampler: Iterable[Sample], group_ids: list[int], batch_size: int) -> None:
         """
         Args:
-            sampler: yields dataset indices.
+            sampler: yields ``(dataset index, seed)`` samples.
             group_ids: ``group_ids[i]`` is the group of dataset index ``i``.
-            batch_size: indices per batch.
+            batch_size: samples per batch.
         """
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -105,24 +141,24 @@ class GroupedBatchSampler:
         self.group_ids = list(group_ids)
         self.batch_size = batch_size
 
-    def __iter__(self) -> Iterator[list[int]]:
-        buffers: dict[int, list[int]] = {}
-        for index in self.sampler:
-            buffer = buffers.setdefault(self.group_ids[index], [])
-            buffer.append(index)
+    def __iter__(self) -> Iterator[list[Sample]]:
+        buffers: dict[int, list[Sample]] = {}
+        for sample in self.sampler:
+            buffer = buffers.setdefault(self.group_ids[sample[0]], [])
+            buffer.append(sample)
             if len(buffer) == self.batch_size:
                 yield buffer[:]
                 buffer.clear()
 
 
 class SkippedBatches:
-    """An endless batch sampler without its first ``count`` batches (index lists only: no image is read)."""
+    """An endless batch sampler without its first ``count`` batches (sample lists only: no image is read)."""
 
-    def __init__(self, batches: Iterable[list[int]], count: int) -> None:
+    def __init__(self, batches: Iterable[list[Sample]], count: int) -> None:
         self.batches = batches
         self.count = count
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[Sample]]:
         return itertools.islice(iter(self.batches), self.count, None)
 
 
@@ -150,7 +186,7 @@ def build_train_loader(
         batch_size_per_process: images per batch on this rank.
         num_workers: loading processes; 0 loads in the calling process.
         aspect_ratio_grouping: batch portrait and landscape images separately.
-        seed: same on every rank; fixes the order and (with ``rank``) the augmentation.
+        seed: same on every rank; fixes the order and the augmentation.
         start_batch: batches to skip, so that a resumed run continues the same sequence.
 
     Returns:
@@ -159,21 +195,32 @@ def build_train_loader(
     sampler = TrainingSampler(len(dataset), seed)
     if aspect_ratio_grouping:
         groups = aspect_ratio_groups(dataset)
-        batch_sampler: Iterable[list[int]] = GroupedBatchSampler(sampler, groups, batch_size_per_process)
+        batch_sampler: Iterable[list[Sample]] = GroupedBatchSampler(sampler, groups, batch_size_per_process)
     else:
         batch_sampler = BatchSampler(sampler, batch_size_per_process, drop_last=True)
     if start_batch:
         batch_sampler = SkippedBatches(batch_sampler, start_batch)
-    # Workers' torch seeds (and so the augmentation draws) derive from this generator;
-    # each rank gets its own so ranks do not augment in lockstep.
-    generator = torch.Generator().manual_seed(seed + sampler.rank)
+    # Starting an iterator draws the workers' base seed; from a private generator it leaves the
+    # global one (the model's sampling) alone, which a resumed run restores from its checkpoint.
+    generator = torch.Generator().manual_seed(seed)
     return DataLoader(
-        dataset,
+        SeededSamples(dataset),
         batch_sampler=batch_sampler,
         num_workers=num_workers,
         collate_fn=collate,
         generator=generator,
+        worker_init_fn=ignore_stop_signals,
     )
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """Leaves SIGINT and SIGTERM to the training process, which stops at the end of a step.
+
+    A terminal's Ctrl-C and a cluster's SIGTERM reach every process of the job;
+    a worker killed by them would make the training process fail at once.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class InferenceSampler(Sampler[int]):
