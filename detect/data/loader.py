@@ -213,6 +213,20 @@ def build_train_loader(
     )
 
 
+def stop_workers(batches: Iterator) -> None:
+    """Stops the worker processes of a training loader's iterator now.
+
+    Its workers ignore SIGTERM (:func:`ignore_stop_signals`), so they must be told
+    to stop: left to the end of the interpreter, which SIGTERMs daemonic children
+    and then joins them, they would keep the process from ever exiting. An error
+    raised while iterating keeps the iterator alive in its traceback, so it is
+    not collected before that either.
+    """
+    shutdown = getattr(batches, "_shutdown_workers", None)  # the iterator has no public close()
+    if shutdown is not None:
+        shutdown()
+
+
 def ignore_stop_signals(worker_id: int) -> None:
     """Leaves SIGINT and SIGTERM to the training process, which stops at the end of a step.
 

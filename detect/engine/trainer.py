@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from detect.config import Config, save_config
 from detect.data.build import build_dataset, dataset_classes
-from detect.data.loader import DetectionDataset, build_train_loader
+from detect.data.loader import DetectionDataset, build_train_loader, stop_workers
 from detect.engine.distributed import (
     all_gather_objects,
     broadcast_batchnorm_statistics,
@@ -215,6 +215,7 @@ def _loop(ddp_model: nn.Module, loader, start_iter: int, output_dir: Path, state
                     state["board"].evaluation(done, report, output_dir / f"eval_{done:07d}")
                 ddp_model.train()
     finally:
+        stop_workers(batches)
         bar.close()
         if log:
             log.close()
