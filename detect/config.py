@@ -82,6 +82,9 @@ class RPNConfig:
     nms_thresh: float = 0.7
     min_box_size: float = 1e-3
     smooth_l1_beta: float = 1.0 / 9
+    # NMS ranks proposals by objectness probability (torchvision) or, True, by logit (Detectron2):
+    # the order differs where the sigmoid saturates to 1.0 in float32 (logits above ~17)
+    nms_on_logits: bool = False
 
 
 @dataclass

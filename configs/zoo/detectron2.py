@@ -4,7 +4,7 @@ Each difference from detect's defaults is an option of an existing part:
 BGR 0..255 pixels with Detectron2's mean and std (the model's input stays RGB
 in 0..1), the stride in the first 1x1 conv of MSRA's ResNets, aligned RoIAlign
 with adaptive sampling, exact (unrounded) anchors at the backbone's nominal
-strides, no minimum size for detections, and for C4: 15 anchors on one map,
+strides, proposals ranked by objectness logit, no minimum size for detections, and for C4: 15 anchors on one map,
 6000 proposals before NMS, 14x14 pooling, res5 (stride 2) and mean pooling per
 RoI, no padding. Class order and Detectron2's contiguous indices are handled by
 ``tools/convert_detectron2.py``, which writes the weights these configs load.
@@ -45,6 +45,7 @@ def detectron2_config(name: str) -> Config:
     m.anchors.nominal_strides = True
     m.rpn.min_box_size = 1e-6  # Detectron2 keeps every proposal of positive width and height
     m.rpn.smooth_l1_beta = 0.0
+    m.rpn.nms_on_logits = True
     m.roi_heads.pooler_aligned = True
     m.roi_heads.pooler_sampling_ratio = 0
     m.roi_heads.smooth_l1_beta = 0.0

@@ -82,6 +82,7 @@ def _build(cfg: ModelConfig, categories: CategoryMap, pretrained_backbone: bool)
         nms_thresh=cfg.rpn.nms_thresh,
         min_box_size=cfg.rpn.min_box_size,
         smooth_l1_beta=cfg.rpn.smooth_l1_beta,
+        nms_on_logits=cfg.rpn.nms_on_logits,
     )
     heads = cfg.roi_heads
     pooler = RoIPooler(

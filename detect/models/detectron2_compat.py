@@ -29,6 +29,7 @@ ALLOWED_GLOBALS = {
     ("collections", "OrderedDict"),
     ("_codecs", "encode"),
     *((module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")),
+    *((module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")),  # protocol 5
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
 }

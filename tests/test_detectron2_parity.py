@@ -1,0 +1,174 @@
+"""detect against Detectron2 itself: a converted model-zoo pickle gives Detectron2's detections.
+
+Skipped where ``detectron2`` cannot be imported (it is not a dependency). A seeded
+random-weight Detectron2 model of each family gets realistic frozen-BN statistics
+(each BN normalises its input on a real image, then applies a random scale and
+shift) and sharper RPN and class logits, so that proposals rank like a trained
+model's and random detections clear the 0.05 threshold. It is saved in the
+model-zoo pickle format, converted, and loaded through its ``configs/zoo`` config.
+
+Images are resized beforehand, so that both models see the same pixels: the
+resizing of the input is the data pipeline's (Detectron2 resizes uint8 images
+with PIL), not the model's. Sizes and proposal counts are reduced on both sides
+to keep the CPU time small.
+"""
+
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.ops import box_iou
+
+from conftest import REPO
+from detect import build_model, load_config
+from detect.checkpoint import save_checkpoint
+from detect.models.detectron2_compat import coco_classes, convert_model_zoo, load_pickle
+
+detectron2 = pytest.importorskip("detectron2")
+from detectron2 import model_zoo  # noqa: E402
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
+from detectron2.modeling import build_model as build_d2_model  # noqa: E402
+
+# family -> (shorter image side, proposals kept after NMS, number of coco8 images)
+FAMILIES = {
+    "R_50_FPN_1x": (480, 1000, 4),
+    "R_101_C4_3x": (320, 300, 2),
+    "X_101_32x8d_FPN_3x": (320, 1000, 2),
+}
+COCO_IDS = torch.tensor(sorted(coco_classes(80)))
+
+
+def _make_realistic(model: torch.nn.Module, image: dict) -> None:
+    """One pass that sets every frozen BN from the statistics of its input, then scales the logits."""
+    generator = torch.Generator().manual_seed(0)
+    hooks = []
+
+    def set_statistics(bn: FrozenBatchNorm2d, args: tuple) -> None:
+        x = args[0]
+        bn.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        bn.running_var.copy_(x.var(dim=(0, 2, 3)))
+        bn.weight.copy_(torch.rand(bn.weight.shape, generator=generator) + 0.5)
+        bn.bias.copy_((torch.rand(bn.bias.shape, generator=generator) - 0.5) * 0.4)
+
+    def sharpen(layer: torch.nn.Module, target_std: float):
+        def hook(_, args: tuple) -> None:
+            if not getattr(layer, "sharpened", False):
+                layer.sharpened = True  # before calling the layer, which runs this hook again
+                layer.weight.mul_(target_std / layer(args[0]).std())
+
+        return hook
+
+    for bn in [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]:
+        done = []  # the first call sets the statistics (C4's res5 sees a batch of RoIs)
+
+        def once(m: FrozenBatchNorm2d, args: tuple, done: list = done) -> None:
+            if not done:
+                set_statistics(m, args)
+                done.append(True)
+
+        hooks.append(bn.register_forward_pre_hook(once))
+    rpn_logits = model.proposal_generator.rpn_head.objectness_logits
+    cls_score = model.roi_heads.box_predictor.cls_score
+    hooks.append(rpn_logits.register_forward_pre_hook(sharpen(rpn_logits, 2.0)))
+    hooks.append(cls_score.register_forward_pre_hook(sharpen(cls_score, 2.0)))
+    with torch.no_grad():
+        model([image])
+    for h in hooks:
+        h.remove()
+
+
+def _resized(image: torch.Tensor, min_size: int) -> torch.Tensor:
+    """Shorter side exactly ``min_size``, so that detect's own test-time resize is the identity."""
+    h, w = image.shape[-2:]
+    size = (min_size, round(w * min_size / h)) if h <= w else (round(h * min_size / w), min_size)
+    return F.interpolate(image[None], size=size, mode="bilinear")[0].clamp(0, 1)
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def outputs(request, tmp_path_factory, coco8):
+    """Detections and proposals of Detectron2 and of detect for one family, on the same images."""
+    family = request.param
+    min_size, post_nms, num_images = FAMILIES[family]
+    d2_cfg = get_cfg()
+    d2_cfg.merge_from_file(model_zoo.get_config_file(f"COCO-Detection/faster_rcnn_{family}.yaml"))
+    d2_cfg.MODEL.DEVICE = "cpu"
+    d2_cfg.MODEL.RPN.POST_NMS_TOPK_TEST = post_nms
+    torch.manual_seed(0)
+    reference = build_d2_model(d2_cfg).eval()
+    images = [_resized(image, min_size) for image in coco8["images"][:num_images]]
+    # Detectron2's input: BGR on 0..255, at the size it was given
+    d2_inputs = [{"image": i.flip(0) * 255, "height": i.shape[1], "width": i.shape[2]} for i in images]
+    _make_realistic(reference, d2_inputs[-1])
+
+    path = tmp_path_factory.mktemp("weights") / f"{family}.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": {k: v.numpy() for k, v in reference.state_dict().items()}}, f, protocol=2)
+    checkpoint, arch = convert_model_zoo(load_pickle(path), str(path))
+    assert family.startswith(arch)
+    save_checkpoint(path.with_suffix(".pth"), checkpoint)
+    cfg = load_config(
+        REPO / f"configs/zoo/d2_faster_rcnn_{family}.py",
+        [f"model.weights={path.with_suffix('.pth')}", f"model.input.min_size={min_size}", f"model.rpn.post_nms_topk_test={post_nms}"],
+    )
+    model = build_model(cfg).eval()
+
+    captured = {}
+
+    def capture(name: str):
+        def hook(module: torch.nn.Module, args: tuple, output: tuple) -> None:
+            captured[name] = output[0]
+
+        return hook
+
+    h1 = reference.proposal_generator.register_forward_hook(capture("d2"))
+    h2 = model.rpn.register_forward_hook(capture("detect"))
+    d2_detections, detect_detections, d2_proposals, detect_proposals = [], [], [], []
+    with torch.no_grad():
+        for image, d2_input in zip(images, d2_inputs):
+            captured.clear()
+            instances = reference([d2_input])[0]["instances"]
+            d2_detections.append(
+                {
+                    "boxes": instances.pred_boxes.tensor,
+                    "scores": instances.scores,
+                    "labels": COCO_IDS[instances.pred_classes],
+                }
+            )
+            detect_detections.append(model([image])[0])
+            d2_proposals.append(captured["d2"][0].proposal_boxes.tensor)
+            detect_proposals.append(captured["detect"].boxes)
+    h1.remove()
+    h2.remove()
+    return family, d2_detections, detect_detections, d2_proposals, detect_proposals
+
+
+def _best(a: dict, b: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each detection of ``a``: the best IoU with a same-label detection of ``b``, and that one's score gap."""
+    iou = box_iou(a["boxes"], b["boxes"]) * (a["labels"][:, None] == b["labels"][None])
+    best_iou, idx = iou.max(dim=1) if len(b["boxes"]) else (torch.zeros(len(a["boxes"])), None)
+    gap = (a["scores"] - b["scores"][idx]).abs() if idx is not None else torch.full((len(a["boxes"]),), float("inf"))
+    return best_iou, gap
+
+
+def test_detections_match_detectron2(outputs):
+    family, d2_detections, detect_detections, _, _ = outputs
+    for expected, got in zip(d2_detections, detect_detections):
+        assert len(expected["boxes"]) > 20  # the comparison has substance
+        assert len(got["boxes"]) == len(expected["boxes"])
+        for a, b in ((expected, got), (got, expected)):
+            iou, gap = _best(a, b)
+            print(f"{family}: {len(a['boxes'])} detections, min IoU {iou.min():.6f}, max score gap {gap.max():.2e}")
+            assert (iou > 0.99).all() and (gap < 1e-4).all()
+
+
+def test_rpn_proposals_match_detectron2(outputs):
+    family, _, _, d2_proposals, detect_proposals = outputs
+    for expected, got in zip(d2_proposals, detect_proposals):
+        assert len(got) == len(expected) > 100
+        # The same box: IoU > 0.999, or corners within 0.01 px for the slivers clipped at the border
+        same = (box_iou(expected, got) > 0.999) | ((expected[:, None] - got[None]).abs().amax(dim=-1) < 1e-2)
+        worst = (expected[:, None] - got[None]).abs().amax(dim=-1).min(dim=1).values.max()
+        print(f"{family}: {len(got)} proposals, largest corner distance to the nearest proposal {worst:.2e} px")
+        assert same.any(dim=1).all() and same.any(dim=0).all(), family
