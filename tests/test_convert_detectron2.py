@@ -201,3 +201,25 @@ def test_retinanet_and_non_checkpoints_are_named():
         convert_model_zoo({"model": {"head.cls_subnet.0.weight": np.zeros((1,), np.float32)}}, "r.pkl")
     with pytest.raises(ValueError, match=r"r.pkl: not a Detectron2 checkpoint.*\['blobs'\]"):
         convert_model_zoo({"blobs": {}}, "r.pkl")
+
+
+@pytest.mark.parametrize(
+    "name, backbone, fpn, max_iter",
+    [
+        ("R_50_C4_1x", "resnet50", False, 90000),
+        ("R_50_FPN_1x", "resnet50", True, 90000),
+        ("R_50_C4_3x", "resnet50", False, 270000),
+        ("R_50_FPN_3x", "resnet50", True, 270000),
+        ("R_101_C4_3x", "resnet101", False, 270000),
+        ("R_101_FPN_3x", "resnet101", True, 270000),
+        ("X_101_32x8d_FPN_3x", "resnext101_32x8d", True, 270000),
+    ],
+)
+def test_zoo_configs(name, backbone, fpn, max_iter):
+    cfg = load_config(REPO / f"configs/zoo/d2_faster_rcnn_{name}.py")
+    m = cfg.model
+    assert (m.backbone.name, m.fpn.enabled, cfg.train.max_iter) == (backbone, fpn, max_iter)
+    assert m.backbone.stride_in_1x1 == name.startswith("R_")  # MSRA's ResNets; FAIR's ResNeXt has it in the 3x3
+    assert m.input.channel_order == "bgr" and m.input.pixel_scale == 255.0
+    assert m.roi_heads.pooler_resolution == (7 if fpn else 14) and m.roi_heads.pooler_aligned
+    assert m.rpn.pre_nms_topk_test == (1000 if fpn else 6000)
