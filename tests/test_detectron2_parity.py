@@ -12,11 +12,10 @@ resizing of the input is the data pipeline's (Detectron2 resizes uint8 images
 with PIL), not the model's. Sizes and proposal counts are reduced on both sides
 to keep the CPU time small.
 
-Both networks run in float64 (their box math stays float32 in both): a deep
-random network amplifies float32 rounding (Detectron2's frozen BN rounds
-differently from torchvision's) to 1e-4 in its deltas, which moves proposals by
-0.05 px and, through RoIAlign's adaptive sampling grid, scores by 5e-4. In
-float64 what remains is the algorithm.
+Both backbones run in float64, the heads in float32: a deep random network
+amplifies float32 rounding (Detectron2's frozen BN rounds differently from
+torchvision's) to 1e-4 in the RPN's deltas, which moves proposals by 0.05 px and,
+through RoIAlign's adaptive sampling grid, scores by 5e-4.
 """
 
 import pickle
@@ -85,6 +84,10 @@ def _make_realistic(model: torch.nn.Module, image: dict) -> None:
         h.remove()
 
 
+def _to_float32(module: torch.nn.Module, args: tuple, features: dict) -> dict:
+    return {name: x.float() for name, x in features.items()}
+
+
 def _resized(image: torch.Tensor, min_size: int) -> torch.Tensor:
     """Shorter side exactly ``min_size``, so that detect's own test-time resize is the identity."""
     h, w = image.shape[-2:]
@@ -103,10 +106,10 @@ def outputs(request, tmp_path_factory, coco8):
     d2_cfg.MODEL.RPN.POST_NMS_TOPK_TEST = post_nms
     torch.manual_seed(0)
     reference = build_d2_model(d2_cfg).eval()
-    images = [_resized(image, min_size) for image in coco8["images"][:num_images]]
+    images = [_resized(image, min_size).double() for image in coco8["images"][:num_images]]
     # Detectron2's input: BGR on 0..255, at the size it was given
     d2_inputs = [{"image": i.flip(0) * 255, "height": i.shape[1], "width": i.shape[2]} for i in images]
-    _make_realistic(reference, d2_inputs[-1])
+    _make_realistic(reference, {**d2_inputs[-1], "image": d2_inputs[-1]["image"].float()})
 
     path = tmp_path_factory.mktemp("weights") / f"{family}.pkl"
     with open(path, "wb") as f:
@@ -118,10 +121,9 @@ def outputs(request, tmp_path_factory, coco8):
         REPO / f"configs/zoo/d2_faster_rcnn_{family}.py",
         [f"model.weights={path.with_suffix('.pth')}", f"model.input.min_size={min_size}", f"model.rpn.post_nms_topk_test={post_nms}"],
     )
-    model = build_model(cfg).eval().double()
-    reference.double()
-    images = [image.double() for image in images]
-    d2_inputs = [{**i, "image": i["image"].double()} for i in d2_inputs]
+    model = build_model(cfg).eval()
+    for backbone in (reference.backbone, model.backbone):
+        backbone.double().register_forward_hook(_to_float32)
 
     captured = {}
 
