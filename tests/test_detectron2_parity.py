@@ -30,7 +30,7 @@ from detect import build_model, load_config
 from detect.checkpoint import save_checkpoint
 from detect.models.detectron2_compat import coco_classes, convert_model_zoo, load_pickle
 
-detectron2 = pytest.importorskip("detectron2")
+pytest.importorskip("detectron2")
 from detectron2 import model_zoo  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
