@@ -3,6 +3,15 @@
 As configs/frcnn_r50_fpn_coco.py with a ResNet-101 trunk. Expected box AP on
 val2017: 39.4 (MMDetection 1x); 42.0 with the 3x schedule
 (configs/frcnn_r101_fpn_coco_3x.py, Detectron2).
+
+With the paper's own ImageNet ResNet-101 (MSRA's, as Detectron2 distributes it:
+https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/R-101.pkl) in place
+of torchvision's; MSRA's network has the stride of a stage in its first 1x1 conv and
+saw BGR pixels on 0..255 less the mean::
+
+    python tools/train.py configs/frcnn_r101_fpn_coco.py model.backbone.weights=weights/R-101.pkl \\
+        model.backbone.stride_in_1x1=True model.input.channel_order=bgr model.input.pixel_scale=255 \\
+        'model.input.pixel_mean=[103.53,116.28,123.675]' 'model.input.pixel_std=[1.0,1.0,1.0]'
 """
 
 from configs.frcnn_r50_fpn_coco import cfg

@@ -15,6 +15,15 @@ the ResNet's ImageNet training and the ResNet-101 Faster R-CNN reproductions.
 
 ImageNet weights: torchvision's ``resnet101`` IMAGENET1K_V1 state dict (the
 file ``resnet101-63fe2227.pth`` of download.pytorch.org) at ``weights/``.
+
+With the paper's own ImageNet ResNet-101 (MSRA's, as Detectron2 distributes it:
+https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/R-101.pkl) in place
+of torchvision's; MSRA's network has the stride of a stage in its first 1x1 conv and
+saw BGR pixels on 0..255 less the mean::
+
+    python tools/train.py configs/frcnn_r101_voc.py model.backbone.weights=weights/R-101.pkl \\
+        model.backbone.stride_in_1x1=True model.input.channel_order=bgr model.input.pixel_scale=255 \\
+        'model.input.pixel_mean=[103.53,116.28,123.675]' 'model.input.pixel_std=[1.0,1.0,1.0]'
 """
 
 from configs.frcnn_vgg16_voc import cfg

@@ -60,10 +60,12 @@ SHIPPED_ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass
 class BackboneConfig:
-    name: str = "resnet50"  # resnet18/34/50/101/152 or vgg16
-    weights: Optional[str] = None  # torchvision ImageNet checkpoint file
+    name: str = "resnet50"  # resnet18/34/50/101/152, resnext50_32x4d, resnext101_32x8d/64x4d or vgg16
+    # ImageNet weights: torchvision's .pth, or Detectron2's .pkl (R-50.pkl, R-101.pkl, X-101-32x8d.pkl)
+    weights: Optional[str] = None
     norm: str = "frozen_bn"  # frozen_bn (pretrained), bn or gn (from scratch)
     freeze_at: int = 2  # 0: nothing frozen, 1: stem, 2: stem + res2, ...
+    stride_in_1x1: bool = False  # True: a block's stride in its first 1x1 conv (MSRA's ResNets), not the 3x3
 
 
 @dataclass
@@ -79,12 +81,20 @@ class InputConfig:
     size_divisible: int = 32
     pixel_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     pixel_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # The network's own pixel convention; the model's input stays float RGB in 0..1.
+    # Detectron2's: channel_order "bgr", pixel_scale 255, mean and std in BGR order on 0..255.
+    channel_order: str = "rgb"  # rgb or bgr: the channel order pixel_mean, pixel_std and conv1 use
+    pixel_scale: float = 1.0  # pixels are multiplied by this before pixel_mean is subtracted
 
 
 @dataclass
 class AnchorConfig:
     sizes: list[list[float]] = field(default_factory=lambda: [[32.0], [64.0], [128.0], [256.0], [512.0]])
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    rounded: bool = True  # cell anchor corners rounded to integers (torchvision); False: exact (Detectron2)
+    # False: a level's stride is the padded image size // its size (torchvision); True: the
+    # backbone's nominal stride (Detectron2), which differs when the padded size is not a multiple of it
+    nominal_strides: bool = False
 
 
 @dataclass
@@ -100,6 +110,9 @@ class RPNConfig:
     nms_thresh: float = 0.7
     min_box_size: float = 1e-3
     smooth_l1_beta: float = 1.0 / 9
+    # NMS ranks proposals by objectness probability (torchvision) or, True, by logit (Detectron2):
+    # the order differs where the sigmoid saturates to 1.0 in float32 (logits above ~17)
+    nms_on_logits: bool = False
 
 
 @dataclass
@@ -118,6 +131,7 @@ class RoIHeadsConfig:
     score_thresh: float = 0.05
     nms_thresh: float = 0.5
     detections_per_image: int = 100
+    min_box_size: float = 1e-2  # detections narrower or lower than this are dropped (Detectron2: 0, none)
 
 
 @dataclass

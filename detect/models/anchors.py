@@ -9,44 +9,58 @@ import torch
 from torch import Tensor, nn
 
 
-def cell_anchors(sizes: list[float], aspect_ratios: list[float]) -> Tensor:
-    """The ``A = len(aspect_ratios) * len(sizes)`` anchors centred on (0, 0), rounded to integers.
+def cell_anchors(sizes: list[float], aspect_ratios: list[float], rounded: bool = True) -> Tensor:
+    """The ``A = len(aspect_ratios) * len(sizes)`` anchors centred on (0, 0), ``[A, 4]`` float32.
 
     Aspect ratio is height / width; an anchor keeps the area ``size ** 2``.
     Ordered ratio-major, as torchvision, so that converted RPN heads line up.
+    ``rounded``: corners rounded to integers, computed in float32 as torchvision
+    does; otherwise exact corners, computed in float64 and then cast (Detectron2's anchors).
     """
-    scales = torch.as_tensor(sizes, dtype=torch.float32)
-    ratios = torch.as_tensor(aspect_ratios, dtype=torch.float32)
+    dtype = torch.float32 if rounded else torch.float64
+    scales = torch.as_tensor(sizes, dtype=dtype)
+    ratios = torch.as_tensor(aspect_ratios, dtype=dtype)
     h_ratios = torch.sqrt(ratios)
     w_ratios = 1 / h_ratios
     ws = (w_ratios[:, None] * scales[None, :]).reshape(-1)
     hs = (h_ratios[:, None] * scales[None, :]).reshape(-1)
-    return (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()
+    anchors = torch.stack([-ws, -hs, ws, hs], dim=1) / 2
+    return anchors.round() if rounded else anchors.float()
 
 
 class AnchorGenerator(nn.Module):
     """Places each level's cell anchors at every feature-map location.
 
     A location ``(i, j)`` of a level with stride ``s`` is shifted by ``(j*s, i*s)``.
-    The stride is the padded image size divided by the level size (integer
-    division), as torchvision computes it, so its trained weights see the same anchors.
+    Without ``strides``, a level's stride is the padded image size divided by the
+    level size (integer division), as torchvision computes it, so its trained
+    weights see the same anchors; with ``strides`` (one per level) it is fixed, as
+    in Detectron2, which matters when the image is not padded to a multiple of it.
     """
 
-    def __init__(self, sizes: list[list[float]], aspect_ratios: list[float]):
+    def __init__(
+        self, sizes: list[list[float]], aspect_ratios: list[float], rounded: bool = True, strides: list[int] | None = None
+    ):
         super().__init__()
-        self.cell_anchors = [cell_anchors(s, aspect_ratios) for s in sizes]
+        self.cell_anchors = [cell_anchors(s, aspect_ratios, rounded) for s in sizes]
         counts = {len(a) for a in self.cell_anchors}
         if len(counts) != 1:
             raise ValueError(f"every level needs the same number of anchors per location, got sizes {sizes}")
+        if strides is not None and len(strides) != len(sizes):
+            raise ValueError(f"{len(strides)} anchor strides for {len(sizes)} levels of anchor sizes")
         self.num_anchors_per_location = counts.pop()
+        self.strides = strides
 
     def forward(self, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int], device: torch.device) -> list[Tensor]:
         """Returns one ``[H*W*A, 4]`` tensor per level, location-major then anchor."""
         if len(feature_sizes) != len(self.cell_anchors):
             raise ValueError(f"{len(feature_sizes)} feature levels but anchors for {len(self.cell_anchors)}")
         anchors = []
-        for (h, w), base in zip(feature_sizes, self.cell_anchors):
-            stride_y, stride_x = image_size[0] // h, image_size[1] // w
+        for level, ((h, w), base) in enumerate(zip(feature_sizes, self.cell_anchors)):
+            if self.strides is None:
+                stride_y, stride_x = image_size[0] // h, image_size[1] // w
+            else:
+                stride_y = stride_x = self.strides[level]
             shift_y, shift_x = torch.meshgrid(
                 torch.arange(h, device=device, dtype=torch.int32) * stride_y,
                 torch.arange(w, device=device, dtype=torch.int32) * stride_x,

@@ -16,12 +16,17 @@ from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
+from detect.models.detectron2_compat import imagenet_resnet_state_dict
+
 RESNETS = {
     "resnet18": torchvision.models.resnet18,
     "resnet34": torchvision.models.resnet34,
     "resnet50": torchvision.models.resnet50,
     "resnet101": torchvision.models.resnet101,
     "resnet152": torchvision.models.resnet152,
+    "resnext50_32x4d": torchvision.models.resnext50_32x4d,
+    "resnext101_32x8d": torchvision.models.resnext101_32x8d,
+    "resnext101_64x4d": torchvision.models.resnext101_64x4d,
 }
 STAGES = ("layer1", "layer2", "layer3", "layer4")  # conv2_x .. conv5_x, strides 4 .. 32
 
@@ -38,11 +43,19 @@ def norm_layer(kind: str) -> Callable[[int], nn.Module]:
     return layers[kind]
 
 
-def build_resnet(name: str, norm: str, weights: str | None) -> torchvision.models.ResNet:
-    """torchvision's ResNet, He-initialised, or loaded from an ImageNet checkpoint file."""
+def build_resnet(name: str, norm: str, weights: str | None, stride_in_1x1: bool = False) -> torchvision.models.ResNet:
+    """torchvision's ResNet or ResNeXt, He-initialised, or loaded from an ImageNet checkpoint file.
+
+    ``weights``: torchvision's ``.pth`` state dict, or a Detectron2 ``.pkl`` (MSRA's
+    ``R-50.pkl``, ``R-101.pkl``, FAIR's ``X-101-32x8d.pkl``). ``stride_in_1x1``
+    moves the stride of each downsampling bottleneck from its 3x3 conv to its
+    first 1x1 conv, the layout of MSRA's original ResNets.
+    """
     if name not in RESNETS:
         raise ValueError(f"unknown ResNet {name!r}; known: {', '.join(RESNETS)}")
     resnet = RESNETS[name](weights=None, norm_layer=norm_layer(norm))
+    if stride_in_1x1:
+        _move_stride_to_1x1(resnet)
     if weights:
         if norm == "gn":
             raise ValueError("ImageNet weights come with BatchNorm; use model.backbone.norm=frozen_bn or bn")
@@ -50,14 +63,26 @@ def build_resnet(name: str, norm: str, weights: str | None) -> torchvision.model
     return resnet
 
 
+def _move_stride_to_1x1(resnet: torchvision.models.ResNet) -> None:
+    for stage in STAGES:
+        block = getattr(resnet, stage)[0]
+        if not isinstance(block, torchvision.models.resnet.Bottleneck):
+            raise ValueError("model.backbone.stride_in_1x1 needs bottleneck blocks (ResNet-50 and deeper)")
+        block.conv1.stride, block.conv2.stride = block.conv2.stride, block.conv1.stride
+
+
 def load_imagenet_weights(model: nn.Module, path: str, ignore_prefixes: tuple[str, ...]) -> None:
-    """Loads a torchvision ImageNet checkpoint (a plain state dict) into ``model``, strictly.
+    """Loads an ImageNet checkpoint into ``model``, strictly: torchvision's plain state dict
+    (``.pth``), or for a ResNet a Detectron2 pickle (``.pkl``, see :mod:`detect.models.detectron2_compat`).
 
     ``ignore_prefixes`` names checkpoint entries that have no counterpart (e.g. a classifier).
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"backbone weights not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    if path.endswith(".pkl"):
+        state = imagenet_resnet_state_dict(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
@@ -65,7 +90,10 @@ def load_imagenet_weights(model: nn.Module, path: str, ignore_prefixes: tuple[st
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shapes that differ: another depth or width
         raise ValueError(f"{path} does not fit {type(model).__name__}: {str(e).splitlines()[1].strip()} ...") from None
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    # Detectron2's ImageNet pickles may lack the ImageNet classifier, which no detector uses.
+    missing = [
+        k for k in result.missing_keys if not k.endswith("num_batches_tracked") and not (path.endswith(".pkl") and k.startswith("fc."))
+    ]
     if missing or result.unexpected_keys:
         raise ValueError(
             f"{path} does not fit {type(model).__name__}: missing {missing[:5]}"

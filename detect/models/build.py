@@ -68,7 +68,8 @@ def resolve_classes(model_cfg: ModelConfig, checkpoint: dict[str, Any] | None, d
 def _build(cfg: ModelConfig, categories: CategoryMap, pretrained_backbone: bool) -> FasterRCNN:
     weights = cfg.backbone.weights if pretrained_backbone else None
     backbone, box_head, rpn_features, roi_features = _build_backbone(cfg, weights)
-    anchors = AnchorGenerator(cfg.anchors.sizes, cfg.anchors.aspect_ratios)
+    anchor_strides = [backbone.strides[n] for n in rpn_features] if cfg.anchors.nominal_strides else None
+    anchors = AnchorGenerator(cfg.anchors.sizes, cfg.anchors.aspect_ratios, cfg.anchors.rounded, anchor_strides)
     if len(cfg.anchors.sizes) != len(rpn_features):
         raise ValueError(f"model.anchors.sizes has {len(cfg.anchors.sizes)} levels, the backbone {len(rpn_features)}")
     rpn = RPN(
@@ -81,6 +82,7 @@ def _build(cfg: ModelConfig, categories: CategoryMap, pretrained_backbone: bool)
         nms_thresh=cfg.rpn.nms_thresh,
         min_box_size=cfg.rpn.min_box_size,
         smooth_l1_beta=cfg.rpn.smooth_l1_beta,
+        nms_on_logits=cfg.rpn.nms_on_logits,
     )
     heads = cfg.roi_heads
     pooler = RoIPooler(
@@ -101,9 +103,16 @@ def _build(cfg: ModelConfig, categories: CategoryMap, pretrained_backbone: bool)
         score_thresh=heads.score_thresh,
         nms_thresh=heads.nms_thresh,
         detections_per_image=heads.detections_per_image,
+        min_box_size=heads.min_box_size,
     )
     transform = ImageTransform(
-        cfg.input.min_size, cfg.input.max_size, cfg.input.size_divisible, cfg.input.pixel_mean, cfg.input.pixel_std
+        cfg.input.min_size,
+        cfg.input.max_size,
+        cfg.input.size_divisible,
+        cfg.input.pixel_mean,
+        cfg.input.pixel_std,
+        cfg.input.channel_order,
+        cfg.input.pixel_scale,
     )
     return FasterRCNN(transform, backbone, rpn, roi_heads, rpn_features, roi_features, categories)
 
@@ -122,7 +131,7 @@ def _build_backbone(cfg: ModelConfig, weights: str | None) -> Parts:
         return _vgg16(cfg, weights)
     if name not in RESNETS:
         raise ValueError(f"unknown model.backbone.name {name!r}; known: {', '.join([*RESNETS, 'vgg16'])}")
-    resnet = build_resnet(name, cfg.backbone.norm, weights)
+    resnet = build_resnet(name, cfg.backbone.norm, weights, cfg.backbone.stride_in_1x1)
     return _resnet_fpn(cfg, resnet) if cfg.fpn.enabled else _resnet_c4(cfg, resnet)
 
 

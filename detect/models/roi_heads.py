@@ -74,6 +74,7 @@ class RoIHeads(nn.Module):
         bbox_reg_weights: box coder weights of the deltas.
         smooth_l1_beta: of the box loss.
         score_thresh, nms_thresh, detections_per_image: post-processing.
+        min_box_size: detections narrower or lower than this (resized-image pixels) are dropped.
     """
 
     def __init__(
@@ -88,6 +89,7 @@ class RoIHeads(nn.Module):
         score_thresh: float,
         nms_thresh: float,
         detections_per_image: int,
+        min_box_size: float = 1e-2,
     ):
         super().__init__()
         self.pooler = pooler
@@ -100,6 +102,7 @@ class RoIHeads(nn.Module):
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.detections_per_image = detections_per_image
+        self.min_box_size = min_box_size
 
     def forward(
         self, features: list[Tensor], proposals: Proposals, image_sizes: Tensor, gt: GroundTruth | None
@@ -148,7 +151,7 @@ class RoIHeads(nn.Module):
         labels = torch.arange(1, num_outputs, device=logits.device).expand(num_rois, -1)
         image_index = image_index[:, None].expand(-1, num_outputs - 1)
         boxes, scores, labels, image_index = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1), image_index.reshape(-1)
-        keep = (scores > self.score_thresh) & nonempty(boxes, 1e-2)
+        keep = (scores > self.score_thresh) & nonempty(boxes, self.min_box_size)
         boxes, scores, labels, image_index = boxes[keep], scores[keep], labels[keep], image_index[keep]
         kept = batched_nms(boxes, scores, labels, image_index, len(image_sizes), self.nms_thresh)
         kept = kept[first_k_per_image(image_index[kept], self.detections_per_image)]

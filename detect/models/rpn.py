@@ -64,6 +64,8 @@ class RPN(nn.Module):
         nms_thresh: IoU threshold of the NMS among proposals of one level.
         min_box_size: proposals smaller than this (in resized-image pixels) are dropped.
         smooth_l1_beta: of the box loss.
+        nms_on_logits: NMS ranks proposals by objectness logit rather than probability,
+            whose float32 sigmoid ties high-scoring proposals at 1.0.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class RPN(nn.Module):
         nms_thresh: float,
         min_box_size: float,
         smooth_l1_beta: float,
+        nms_on_logits: bool = False,
     ):
         super().__init__()
         self.head = head
@@ -89,6 +92,7 @@ class RPN(nn.Module):
         self.nms_thresh = nms_thresh
         self.min_box_size = min_box_size
         self.smooth_l1_beta = smooth_l1_beta
+        self.nms_on_logits = nms_on_logits
 
     def forward(
         self, features: list[Tensor], image_sizes: Tensor, padded_size: tuple[int, int], gt: GroundTruth | None
@@ -121,7 +125,9 @@ class RPN(nn.Module):
             offset += size
         idx = torch.cat(top_idx, dim=1)
         levels = torch.cat(top_level, dim=1)
-        scores = torch.sigmoid(logits.gather(1, idx))
+        scores = logits.gather(1, idx)
+        if not self.nms_on_logits:
+            scores = torch.sigmoid(scores)
         sel_deltas = deltas.gather(1, idx[..., None].expand(-1, -1, 4))
         boxes = self.box_coder.decode(sel_deltas, anchors[idx]).squeeze(-2)  # (N, K, 1, 4) -> (N, K, 4)
         boxes = clip_boxes(boxes, image_sizes)

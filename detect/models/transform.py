@@ -30,11 +30,33 @@ class ImageBatch:
 
 
 class ImageTransform(nn.Module):
-    def __init__(self, min_size: int, max_size: int, size_divisible: int, pixel_mean: list[float], pixel_std: list[float]):
+    """Args:
+        min_size, max_size: test-time resizing.
+        size_divisible: the padded batch's height and width are multiples of it.
+        pixel_mean, pixel_std: per channel, in ``channel_order`` and on the ``pixel_scale`` range.
+        channel_order: ``"rgb"``, or ``"bgr"`` for networks trained on BGR images
+            (MSRA's and Detectron2's); the input images are always RGB.
+        pixel_scale: images (0..1) are multiplied by it before normalising (255 for Detectron2's).
+    """
+
+    def __init__(
+        self,
+        min_size: int,
+        max_size: int,
+        size_divisible: int,
+        pixel_mean: list[float],
+        pixel_std: list[float],
+        channel_order: str = "rgb",
+        pixel_scale: float = 1.0,
+    ):
         super().__init__()
+        if channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"unknown channel order {channel_order!r}; known: 'rgb', 'bgr'")
         self.min_size = min_size
         self.max_size = max_size
         self.size_divisible = size_divisible
+        self.bgr = channel_order == "bgr"
+        self.pixel_scale = pixel_scale
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
 
@@ -43,6 +65,10 @@ class ImageTransform(nn.Module):
         resized = []
         for image in images:
             h, w = image.shape[-2:]
+            if self.bgr:
+                image = image.flip(0)
+            if self.pixel_scale != 1.0:
+                image = image * self.pixel_scale
             image = (image - self.pixel_mean) / self.pixel_std
             if not self.training:
                 scale = min(self.min_size / min(h, w), self.max_size / max(h, w))
