@@ -15,14 +15,31 @@ Shape letters: ``R`` anchors of one image, ``P`` proposals, ``K`` foreground cla
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
+from torchvision.ops import box_iou
 
 from detect.box_ops import clip_boxes, nonempty
+from detect.categories import CategoryMap
 from detect.models.faster_rcnn import FasterRCNN
 from detect.models.transform import rescale
+
+FORMATS = {"onnx": ".onnx", "export": ".pt2"}  # --format: the file suffix it writes
+CLASSES_KEY = "classes"  # the {category id: name} JSON stored in the file beside the program
+EXAMPLE_SIZE = (480, 640)  # (h, w) of the image traced; any other size runs the same graph
+
+
+class ExportError(ValueError):
+    """A model or format that cannot be exported; the message says why in one line."""
 
 
 class DeployableDetector(nn.Module):
@@ -110,3 +127,145 @@ def _batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_thresh: floa
     reduction over the boxes (they lie within ``image_size``): kept indices by descending score."""
     shift = groups.to(boxes.dtype) * (torch.sym_max(*image_size) + 1)
     return torchvision.ops.nms(boxes + shift[:, None], scores, iou_thresh)
+
+
+def export_detector(model: FasterRCNN, fmt: str, path: str | os.PathLike) -> None:
+    """Writes ``model`` as an ONNX file (``onnx``) or a ``torch.export`` program (``export``, ``.pt2``).
+
+    Both keep the image height and width dynamic and carry the model's classes
+    (ONNX: the ``classes`` metadata entry; ``.pt2``: the ``classes`` extra file).
+
+    Raises:
+        ExportError: an unknown format (``torchscript`` among them: its tracer would fix
+            the image size that the resize depends on), or a model the exporter rejects.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(
+            f"cannot export to {fmt!r}: known formats are {', '.join(FORMATS)}"
+            + (" (TorchScript's tracer fixes the image size that the test-time resize depends on; "
+               "'export' writes torch.export, its successor)" if fmt == "torchscript" else "")
+        )
+    if fmt == "onnx" and model.roi_heads.pooler.pool_type == "pool":
+        raise ExportError(
+            "cannot export to onnx: the ONNX exporter has no working translation of RoIPool "
+            "(model.roi_heads.pooler_type='pool'); use --format export, or a model with RoIAlign"
+        )
+    wrapper = DeployableDetector(model.float().cpu())
+    example = torch.rand(3, *EXAMPLE_SIZE)
+    dims = {1: torch.export.Dim("height", min=32, max=8192), 2: torch.export.Dim("width", min=32, max=8192)}
+    classes = json.dumps(model.categories.to_dict())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with torch.no_grad():
+            program = torch.export.export(wrapper, (example,), dynamic_shapes=(dims,))
+            if fmt == "export":
+                torch.export.save(program, path, extra_files={CLASSES_KEY: classes})
+                return
+            onnx_program = torch.onnx.export(
+                program, (example,), dynamo=True, input_names=["image"], output_names=["boxes", "scores", "labels"]
+            )
+    except Exception as e:  # the exporters raise many types; the first line names the cause
+        raise ExportError(f"cannot export to {fmt}: {type(e).__name__}: {str(e).strip().splitlines()[0]}") from e
+    import onnx  # only needed here: an optional dependency
+
+    proto = onnx_program.model_proto
+    onnx.helper.set_model_props(proto, {CLASSES_KEY: classes})
+    onnx.save(proto, path)
+
+
+class ExportedDetector(nn.Module):
+    """An exported file run like the eager model: ``images`` (list of ``[3, H, W]``) -> list of
+    dicts of ``boxes``, ``scores``, ``labels``; ``categories`` as the model's. CPU only.
+
+    ONNX files run in onnxruntime's CPU provider; ``.pt2`` programs in PyTorch.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such exported model")
+        if path.suffix == ".onnx":
+            import onnxruntime  # optional dependency: pip install -e .[test] or onnxruntime
+
+            self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            classes = self.session.get_modelmeta().custom_metadata_map.get(CLASSES_KEY)
+        elif path.suffix == ".pt2":
+            extra = {CLASSES_KEY: ""}
+            self.program = torch.export.load(path, extra_files=extra).module()
+            classes = extra[CLASSES_KEY]
+        else:
+            raise ValueError(f"{path}: an exported model is a .onnx or .pt2 file (tools/export.py writes them)")
+        if not classes:
+            raise ValueError(f"{path}: no '{CLASSES_KEY}' entry; export it with tools/export.py")
+        self.categories = CategoryMap.from_dict({int(k): v for k, v in json.loads(classes).items()})
+
+    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        return [self._one(image.float().cpu()) for image in images]
+
+    def _one(self, image: Tensor) -> dict[str, Tensor]:
+        if hasattr(self, "session"):
+            boxes, scores, labels = (torch.from_numpy(np.asarray(o)) for o in self.session.run(None, {"image": image.numpy()}))
+        else:
+            boxes, scores, labels = self.program(image)
+        return {"boxes": boxes, "scores": scores, "labels": labels}
+
+
+def match_detections(a: dict[str, Tensor], b: dict[str, Tensor], min_iou: float = 0.99, score_tol: float = 1e-3) -> Tensor:
+    """For each detection of ``a``, whether ``b`` has one of the same label, IoU > ``min_iou``
+    and score within ``score_tol``: ``[D_a]`` bool."""
+    if len(a["boxes"]) == 0 or len(b["boxes"]) == 0:
+        return torch.zeros(len(a["boxes"]), dtype=torch.bool)
+    same = (
+        (a["labels"][:, None] == b["labels"][None])
+        & (box_iou(a["boxes"].float(), b["boxes"].float()) > min_iou)
+        & ((a["scores"][:, None].float() - b["scores"][None].float()).abs() <= score_tol)
+    )
+    return same.any(dim=1)
+
+
+@dataclass(frozen=True)
+class Parity:
+    """One image's comparison: detection counts, how many of each side the other matches,
+    and the median seconds per call of each."""
+
+    name: str
+    eager: int
+    exported: int
+    eager_matched: int
+    exported_matched: int
+    eager_seconds: float
+    exported_seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.eager_matched == self.eager and self.exported_matched == self.exported
+
+    def __str__(self) -> str:
+        return (
+            f"{self.name}: {'OK  ' if self.ok else 'DIFF'} eager {self.eager} detections, {self.eager_matched} matched; "
+            f"exported {self.exported}, {self.exported_matched} matched; "
+            f"eager {self.eager_seconds * 1000:.0f} ms, exported {self.exported_seconds * 1000:.0f} ms"
+        )
+
+
+@torch.inference_mode()
+def check_parity(model: nn.Module, exported: ExportedDetector, image: Tensor, name: str, repeats: int = 3) -> Parity:
+    """Runs ``model`` and ``exported`` on ``image [3, H, W]`` and matches their detections both
+    ways (:func:`match_detections`); latency is the median of ``repeats`` calls after a warm-up."""
+    outputs, seconds = [], []
+    for run in (model.eval(), exported):
+        run([image])
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = run([image])[0]
+            times.append(time.perf_counter() - start)
+        outputs.append(out)
+        seconds.append(float(np.median(times)))
+    eager, other = outputs
+    return Parity(
+        name, len(eager["boxes"]), len(other["boxes"]),
+        int(match_detections(eager, other).sum()), int(match_detections(other, eager).sum()), *seconds,
+    )
