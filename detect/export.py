@@ -129,8 +129,9 @@ def _batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_thresh: floa
     return torchvision.ops.nms(boxes + shift[:, None], scores, iou_thresh)
 
 
-def export_detector(model: FasterRCNN, fmt: str, path: str | os.PathLike) -> None:
-    """Writes ``model`` as an ONNX file (``onnx``) or a ``torch.export`` program (``export``, ``.pt2``).
+def export_detector(model: FasterRCNN, outputs: dict[str, str | os.PathLike]) -> None:
+    """Writes ``model`` in each format of ``outputs`` ({format: path}) from one trace: ``onnx``
+    (an ONNX file) or ``export`` (a ``torch.export`` program, ``.pt2``).
 
     Both keep the image height and width dynamic and carry the model's classes
     (ONNX: the ``classes`` metadata entry; ``.pt2``: the ``classes`` extra file).
@@ -139,6 +140,27 @@ def export_detector(model: FasterRCNN, fmt: str, path: str | os.PathLike) -> Non
         ExportError: an unknown format (``torchscript`` among them: its tracer would fix
             the image size that the resize depends on), or a model the exporter rejects.
     """
+    for fmt in outputs:
+        _check_exportable(model, fmt)
+    wrapper = DeployableDetector(model.float().cpu())
+    example = torch.rand(3, *EXAMPLE_SIZE)
+    dims = {1: torch.export.Dim("height", min=32, max=8192), 2: torch.export.Dim("width", min=32, max=8192)}
+    classes = json.dumps(model.categories.to_dict())
+    fmt = "export"
+    try:
+        with torch.no_grad():
+            program = torch.export.export(wrapper, (example,), dynamic_shapes=(dims,))
+            for fmt, path in outputs.items():
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                if fmt == "export":
+                    torch.export.save(program, path, extra_files={CLASSES_KEY: classes})
+                else:
+                    _save_onnx(program, example, path, classes)
+    except Exception as e:  # the exporters raise many types; the first line names the cause
+        raise ExportError(f"cannot export to {fmt}: {type(e).__name__}: {str(e).strip().splitlines()[0]}") from e
+
+
+def _check_exportable(model: FasterRCNN, fmt: str) -> None:
     if fmt not in FORMATS:
         raise ExportError(
             f"cannot export to {fmt!r}: known formats are {', '.join(FORMATS)}"
@@ -150,25 +172,14 @@ def export_detector(model: FasterRCNN, fmt: str, path: str | os.PathLike) -> Non
             "cannot export to onnx: the ONNX exporter has no working translation of RoIPool "
             "(model.roi_heads.pooler_type='pool'); use --format export, or a model with RoIAlign"
         )
-    wrapper = DeployableDetector(model.float().cpu())
-    example = torch.rand(3, *EXAMPLE_SIZE)
-    dims = {1: torch.export.Dim("height", min=32, max=8192), 2: torch.export.Dim("width", min=32, max=8192)}
-    classes = json.dumps(model.categories.to_dict())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with torch.no_grad():
-            program = torch.export.export(wrapper, (example,), dynamic_shapes=(dims,))
-            if fmt == "export":
-                torch.export.save(program, path, extra_files={CLASSES_KEY: classes})
-                return
-            onnx_program = torch.onnx.export(
-                program, (example,), dynamo=True, input_names=["image"], output_names=["boxes", "scores", "labels"]
-            )
-    except Exception as e:  # the exporters raise many types; the first line names the cause
-        raise ExportError(f"cannot export to {fmt}: {type(e).__name__}: {str(e).strip().splitlines()[0]}") from e
-    import onnx  # only needed here: an optional dependency
 
+
+def _save_onnx(program: torch.export.ExportedProgram, example: Tensor, path: str | os.PathLike, classes: str) -> None:
+    import onnx  # optional dependencies, needed only here: pip install -e .[test]
+
+    onnx_program = torch.onnx.export(
+        program, (example,), dynamo=True, input_names=["image"], output_names=["boxes", "scores", "labels"]
+    )
     proto = onnx_program.model_proto
     onnx.helper.set_model_props(proto, {CLASSES_KEY: classes})
     onnx.save(proto, path)

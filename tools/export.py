@@ -39,7 +39,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         paths = expand_inputs(args.check) if args.check else []
         images = [image_to_tensor(read_image(p)) for p in paths]
         model = build_model(cfg).eval()
-        export_detector(model, args.format, args.output)
+        export_detector(model, {args.format: args.output})
         print(f"wrote {args.output}")
         if not images:
             return 0
