@@ -6,6 +6,7 @@ The models are ResNet-18 detectors trained for a few steps on coco8 images in th
 """
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -154,3 +155,29 @@ def test_torchscript_and_roi_pool_to_onnx_are_one_line_errors(tmp_path, capsys):
         assert exit_info.value.code == 2
         assert len(err.strip().splitlines()) == 1 and re.match(f"error: {expected}", err), err
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.slow
+def test_predict_tool_runs_the_onnx_file_like_the_checkpoint(exported, images, tmp_path):
+    predict = load_tool("predict")
+    common = ["--input", *map(str, images), "--score-thresh", "0.05", "--batch-size", "2"]
+    assert predict.main(["--model", str(exported["files"]["onnx"]), *common, "--output-dir", str(tmp_path / "onnx")]) == 0
+    assert predict.main([str(exported["config"]), "--weights", str(exported["weights"]), *common,
+                         "--output-json", str(tmp_path / "eager.json"), *exported["overrides"], "train.amp=off"]) == 0
+    onnx_records = json.loads((tmp_path / "onnx" / "predictions.json").read_text())
+    eager_records = json.loads((tmp_path / "eager.json").read_text())
+    assert [r["file"] for r in onnx_records] == [r["file"] for r in eager_records] == list(map(str, images))
+    assert sum(len(r["detections"]) for r in eager_records) >= 5
+    for got, expected in zip(onnx_records, eager_records):
+        a, b = (_as_tensors(r["detections"]) for r in (got, expected))
+        assert match_detections(a, b).all() and match_detections(b, a).all() and len(got["detections"]) == len(expected["detections"])
+        assert [d["name"] for d in got["detections"]] == [exported["model"].categories.name(d["label"]) for d in got["detections"]]
+    assert sorted(p.name for p in (tmp_path / "onnx").glob("*.jpg")) == sorted(p.name for p in images)  # drawn
+
+
+def _as_tensors(detections: list[dict]) -> dict[str, torch.Tensor]:
+    return {
+        "boxes": torch.tensor([d["box"] for d in detections]).reshape(-1, 4),
+        "scores": torch.tensor([d["score"] for d in detections]),
+        "labels": torch.tensor([d["label"] for d in detections], dtype=torch.int64),
+    }
