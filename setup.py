@@ -16,5 +16,9 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.6",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        # tools/export.py and running its files: the ONNX exporter (torch.onnx needs onnxscript), onnxruntime
+        "export": ["onnx>=1.23,<2", "onnxscript>=0.7,<1", "onnxruntime>=1.32,<2"],
+        "test": ["pytest>=7", "onnx>=1.23,<2", "onnxscript>=0.7,<1", "onnxruntime>=1.32,<2"],
+    },
 )

@@ -8,7 +8,8 @@ It runs the model's own modules (transform's normalisation, backbone, RPN head, 
 RoI pooler, box head, predictor) and re-expresses, for a single image, the three steps
 whose eager form cannot be traced with a symbolic image size or a data-dependent number
 of boxes: the resize (Python ``min`` over sizes), NMS (torchvision's ``batched_nms``
-branches on the box count) and the per-image top-k (``cummax`` has no ONNX operator).
+branches on the box count) and the top-k (``len()`` of a traced size fixes it; a batch's
+per-image bookkeeping is not needed for one image).
 
 Shape letters: ``R`` anchors of one image, ``P`` proposals, ``K`` foreground classes, ``D`` detections.
 """
@@ -33,9 +34,16 @@ from detect.categories import CategoryMap
 from detect.models.faster_rcnn import FasterRCNN
 from detect.models.transform import rescale
 
-FORMATS = {"onnx": ".onnx", "export": ".pt2"}  # --format: the file suffix it writes
+FORMATS = ("onnx", "export")  # ONNX (.onnx) and torch.export programs (.pt2)
 CLASSES_KEY = "classes"  # the {category id: name} JSON stored in the file beside the program
 EXAMPLE_SIZE = (480, 640)  # (h, w) of the image traced; any other size runs the same graph
+
+
+@torch.library.register_fake("torchvision::nms")
+def _nms_fake(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """NMS's output size while tracing: any count from 0. torchvision's own fake size starts at
+    2, which makes an exported program assert at run time when fewer than two detections remain."""
+    return boxes.new_empty(torch.library.get_ctx().new_dynamic_size(), dtype=torch.long)
 
 
 class ExportError(ValueError):
@@ -200,11 +208,13 @@ class ExportedDetector(nn.Module):
         if path.suffix == ".onnx":
             import onnxruntime  # optional dependency: pip install -e .[test] or onnxruntime
 
-            self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            classes = self.session.get_modelmeta().custom_metadata_map.get(CLASSES_KEY)
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            classes = session.get_modelmeta().custom_metadata_map.get(CLASSES_KEY)
+            self._run = lambda image: tuple(torch.from_numpy(o) for o in session.run(None, {"image": image.numpy()}))
         elif path.suffix == ".pt2":
             extra = {CLASSES_KEY: ""}
             self.program = torch.export.load(path, extra_files=extra).module()
+            self._run = self.program
             classes = extra[CLASSES_KEY]
         else:
             raise ValueError(f"{path}: an exported model is a .onnx or .pt2 file (tools/export.py writes them)")
@@ -213,14 +223,7 @@ class ExportedDetector(nn.Module):
         self.categories = CategoryMap.from_dict({int(k): v for k, v in json.loads(classes).items()})
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
-        return [self._one(image.float().cpu()) for image in images]
-
-    def _one(self, image: Tensor) -> dict[str, Tensor]:
-        if hasattr(self, "session"):
-            boxes, scores, labels = (torch.from_numpy(np.asarray(o)) for o in self.session.run(None, {"image": image.numpy()}))
-        else:
-            boxes, scores, labels = self.program(image)
-        return {"boxes": boxes, "scores": scores, "labels": labels}
+        return [dict(zip(("boxes", "scores", "labels"), self._run(image.float().cpu()))) for image in images]
 
 
 def match_detections(a: dict[str, Tensor], b: dict[str, Tensor], min_iou: float = 0.99, score_tol: float = 1e-3) -> Tensor:
