@@ -107,6 +107,8 @@ class DeployableDetector(nn.Module):
             offset += size
         boxes, scores, levels = _keep(clip_boxes(torch.cat(boxes)[None], image_size)[0], torch.cat(scores), torch.cat(levels), rpn.min_box_size)
         kept = _batched_nms(boxes, scores, levels, rpn.nms_thresh, padded_size)[: rpn.post_nms_topk[1]]
+        # An image always keeps a proposal; saying so spares per-RoI layers (BatchNorm) an empty-batch branch.
+        torch._check(kept.shape[0] > 0)
         return boxes[kept]
 
     def _detections(
@@ -186,7 +188,7 @@ def _save_onnx(program: torch.export.ExportedProgram, example: Tensor, path: str
     import onnx  # optional dependencies, needed only here: pip install -e .[test]
 
     onnx_program = torch.onnx.export(
-        program, (example,), dynamo=True, input_names=["image"], output_names=["boxes", "scores", "labels"]
+        program, (example,), dynamo=True, verbose=False, input_names=["image"], output_names=["boxes", "scores", "labels"]
     )
     proto = onnx_program.model_proto
     onnx.helper.set_model_props(proto, {CLASSES_KEY: classes})
