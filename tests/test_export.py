@@ -147,14 +147,15 @@ def test_torchscript_and_roi_pool_to_onnx_are_one_line_errors(tmp_path, capsys):
     weights = tmp_path / "model.pth"
     save_checkpoint(weights, {"model": model.state_dict(), "classes": model.categories.to_dict(), "config": None})
     tool = load_tool("export")
-    for fmt, expected in [("torchscript", "cannot export to 'torchscript'"), ("onnx", "cannot export to onnx: .*RoIPool")]:
+    cases = [("torchscript", "model.pt", "cannot export to 'torchscript'"), ("onnx", "model.onnx", "cannot export to onnx: .*RoIPool")]
+    for fmt, name, expected in cases:
         with pytest.raises(SystemExit) as exit_info:
             tool.main([str(REPO / "configs/frcnn_r101_voc.py"), "--weights", str(weights), "--format", fmt,
-                       "--output", str(tmp_path / "model"), *SMALL])
+                       "--output", str(tmp_path / name), *SMALL])
         err = capsys.readouterr().err
         assert exit_info.value.code == 2
         assert len(err.strip().splitlines()) == 1 and re.match(f"error: {expected}", err), err
-    assert not (tmp_path / "model").exists()
+        assert not (tmp_path / name).exists()
 
 
 @pytest.mark.slow

@@ -34,6 +34,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--check", nargs="+", metavar="IMAGE", help="images (files, folders, globs) to compare on")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args(argv)
+    suffix = {"onnx": ".onnx", "export": ".pt2"}.get(args.format)
+    if suffix and not args.output.endswith(suffix):
+        parser.error(f"--format {args.format} writes a {suffix} file: name --output accordingly")
     with exit_on_user_error():
         cfg = load_config(args.config, [*args.overrides, f"model.weights={args.weights}"])
         paths = expand_inputs(args.check) if args.check else []
