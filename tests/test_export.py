@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from conftest import DATA, REPO
 from detect.checkpoint import save_checkpoint
 from detect.config import load_config
-from detect.export import ExportError, ExportedDetector, check_parity, export_detector, match_detections
+from detect.export import ExportedDetector, check_parity, export_detector, match_detections
 from detect.models import build_model
 
 SMALL = [
