@@ -18,6 +18,15 @@ setup(
     ],
     extras_require={
         "tensorboard": ["tensorboard>=2.14"],
-        "test": ["pytest>=7", "hypothesis>=6.100,<7", "tensorboard>=2.14"],
+        # tools/export.py and running its files: the ONNX exporter (torch.onnx needs onnxscript), onnxruntime
+        "export": ["onnx>=1.23,<2", "onnxscript>=0.7,<1", "onnxruntime>=1.32,<2"],
+        "test": [
+            "pytest>=7",
+            "hypothesis>=6.100,<7",
+            "tensorboard>=2.14",
+            "onnx>=1.23,<2",
+            "onnxscript>=0.7,<1",
+            "onnxruntime>=1.32,<2",
+        ],
     },
 )

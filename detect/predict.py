@@ -18,11 +18,12 @@ The records, one per image or video frame, are JSON-ready dicts::
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -34,7 +35,7 @@ from tqdm import tqdm
 
 from detect.data.image_io import ImageReadError, image_to_tensor, read_image, write_image
 from detect.engine.inference import autocast
-from detect.video import VideoReadError, predict_video
+from detect.video import VideoReader, VideoReadError, VideoWriter
 from detect.visualize import draw_detections
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
@@ -149,6 +150,10 @@ class Predictor:
         return record
 
 
+# Called once per input file when it is done: (file, its records, the skip message or None).
+FileDone = Callable[[Path, list[dict[str, Any]], Optional[str]], None]
+
+
 @dataclass
 class PredictionRun:
     """What a run over the inputs produced: ``records`` of the processed images and frames,
@@ -156,10 +161,23 @@ class PredictionRun:
 
     records: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    on_file: Optional[FileDone] = None
+
+    def file_done(self, path: Path, records: list[dict[str, Any]], skipped: Optional[str] = None) -> None:
+        self.records.extend(records)
+        if skipped is not None:
+            self.skipped.append(skipped)
+            tqdm.write(f"skipped: {skipped}", file=sys.stderr)  # tqdm.write keeps the progress bar intact
+        if self.on_file is not None:
+            self.on_file(path, records, skipped)
 
 
 def predict_files(
-    predictor: Predictor, paths: Sequence[Path], batch_size: int, output_dir: Optional[Path] = None
+    predictor: Predictor,
+    paths: Sequence[Path],
+    batch_size: int,
+    output_dir: Optional[Path] = None,
+    on_file: Optional[FileDone] = None,
 ) -> PredictionRun:
     """Runs ``predictor`` over image and video files: images first, then each video's frames.
 
@@ -168,20 +186,48 @@ def predict_files(
     Args:
         batch_size: images or frames per model call.
         output_dir: where drawn images and videos go (see :func:`output_paths`); None draws nothing.
+        on_file: called as each input file is done (see ``FileDone``).
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     outputs = output_paths(paths, output_dir) if output_dir is not None else {}
-    run = PredictionRun()
+    run = PredictionRun(on_file=on_file)
     images = [p for p in paths if not is_video(p)]
     if images:
         _predict_images(predictor, images, batch_size, outputs, run)
     for path in (p for p in paths if is_video(p)):
         try:
-            run.records.extend(predict_video(predictor, path, batch_size, outputs.get(path)))
+            run.file_done(path, predict_video(predictor, path, batch_size, outputs.get(path)))
         except VideoReadError as e:
-            _skip(run, str(e))
+            run.file_done(path, [], str(e))
     return run
+
+
+def predict_video(predictor: Predictor, path: Path, batch_size: int, output_path: Optional[Path] = None) -> list[dict[str, Any]]:
+    """Detections of every frame of a video, optionally drawn into a new video with the
+    input's frame count, frame size and frame rate.
+
+    Returns:
+        One record per frame, with ``frame`` the 0-based index.
+
+    Raises:
+        VideoReadError: the file cannot be opened or yields no frame.
+        ValueError: ``output_path`` cannot be written.
+    """
+    records: list[dict[str, Any]] = []
+    with VideoReader(path) as reader:
+        writer = VideoWriter(output_path, reader.fps) if output_path is not None else None
+        total = reader.frame_count if reader.frame_count > 0 else None
+        with writer or contextlib.nullcontext(), tqdm(total=total, desc=path.name, unit="frame", dynamic_ncols=True) as bar:
+            for frames in reader.batches(batch_size):
+                for rgb, detections in zip(frames, predictor(frames)):
+                    records.append(predictor.record(path, rgb, detections, frame=len(records)))
+                    if writer is not None:
+                        writer.write(predictor.draw(rgb, detections))
+                bar.update(len(frames))
+    if not records:
+        raise VideoReadError(f"{path}: no decodable frame")
+    return records
 
 
 def _predict_images(predictor: Predictor, paths: Sequence[Path], batch_size: int, outputs: dict[Path, Path], run: PredictionRun) -> None:
@@ -189,9 +235,9 @@ def _predict_images(predictor: Predictor, paths: Sequence[Path], batch_size: int
         for batch in _readable_batches(paths, batch_size, run, bar):
             files, rgbs = zip(*batch)
             for path, rgb, detections in zip(files, rgbs, predictor(rgbs)):
-                run.records.append(predictor.record(path, rgb, detections))
                 if path in outputs:
                     write_image(outputs[path], predictor.draw(rgb, detections))
+                run.file_done(path, [predictor.record(path, rgb, detections)])  # after the drawing: done means both
             bar.update(len(batch))
 
 
@@ -204,7 +250,7 @@ def _readable_batches(
         try:
             batch.append((path, read_image(path)))
         except ImageReadError as e:
-            _skip(run, str(e))
+            run.file_done(path, [], str(e))
             bar.update(1)
             continue
         if len(batch) == batch_size:
@@ -212,11 +258,6 @@ def _readable_batches(
             batch = []
     if batch:
         yield batch
-
-
-def _skip(run: PredictionRun, message: str) -> None:
-    run.skipped.append(message)
-    tqdm.write(f"skipped: {message}", file=sys.stderr)  # tqdm.write keeps the progress bar intact
 
 
 def write_records(path: str | os.PathLike, records: list[dict[str, Any]]) -> None:

@@ -1,4 +1,4 @@
-"""Running a detector over the frames of a video and writing the drawn video.
+"""Reading and writing video files frame by frame, in RGB.
 
 The video counterpart of :mod:`detect.data.image_io`: OpenCV decodes and encodes
 frames in BGR, and this module converts them to and from RGB, so everything past
@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from types import TracebackType
+from typing import Optional
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from detect.data.image_io import ImageReadError
-
-if TYPE_CHECKING:
-    from detect.predict import Predictor
 
 FOURCC = "mp4v"  # MPEG-4 Part 2: encoded by every OpenCV build, played by common players
 DEFAULT_FPS = 30.0  # for containers that do not record a frame rate
@@ -28,67 +25,73 @@ class VideoReadError(ImageReadError):
     """A video file that cannot be opened or has no decodable frame; the message names the file."""
 
 
-def predict_video(predictor: "Predictor", path: Path, batch_size: int, output_path: Optional[Path] = None) -> list[dict[str, Any]]:
-    """Detections of every frame of a video, optionally drawn into a new video.
-
-    The drawn video has the input's frame count, frame size and frame rate.
+class VideoReader:
+    """The frames of a video file as RGB ``uint8 (H, W, 3)`` arrays, in decoding order.
 
     Args:
-        predictor: a :class:`detect.predict.Predictor`.
         path: any video OpenCV's FFmpeg backend decodes.
-        batch_size: frames per model call.
-        output_path: where the drawn video goes (``mp4v`` codec); None draws nothing.
-
-    Returns:
-        One record per frame, with ``frame`` the 0-based index (see :mod:`detect.predict`).
 
     Raises:
-        VideoReadError: the file cannot be opened or yields no frame.
-        ValueError: ``output_path`` cannot be written.
+        VideoReadError: the file cannot be opened.
     """
-    capture = cv2.VideoCapture(str(path))
-    writer: Optional[cv2.VideoWriter] = None
-    try:
-        if not capture.isOpened():
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._capture = cv2.VideoCapture(str(path))
+        if not self._capture.isOpened():
+            self._capture.release()
             raise VideoReadError(f"{path}: cannot open video (corrupt file or unsupported format)")
-        fps = capture.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
-        expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))  # a container's estimate; may be 0
-        records: list[dict[str, Any]] = []
-        with tqdm(total=expected if expected > 0 else None, desc=path.name, unit="frame", dynamic_ncols=True) as bar:
-            for frames in _frame_batches(capture, batch_size):
-                for rgb, detections in zip(frames, predictor(frames)):
-                    records.append(predictor.record(path, rgb, detections, frame=len(records)))
-                    if output_path is not None:
-                        writer = writer or _open_writer(output_path, fps, rgb.shape[1], rgb.shape[0])
-                        writer.write(cv2.cvtColor(predictor.draw(rgb, detections), cv2.COLOR_RGB2BGR))
-                bar.update(len(frames))
-        if not records:
-            raise VideoReadError(f"{path}: no decodable frame")
-        return records
-    finally:
-        capture.release()
-        if writer is not None:
-            writer.release()
+        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
+        self.frame_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))  # a container's estimate; may be 0
 
-
-def _frame_batches(capture: cv2.VideoCapture, batch_size: int) -> Iterator[list[np.ndarray]]:
-    """RGB frames in decoding order, ``batch_size`` at a time."""
-    batch: list[np.ndarray] = []
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        batch.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        if len(batch) == batch_size:
+    def batches(self, batch_size: int) -> Iterator[list[np.ndarray]]:
+        """Frames ``batch_size`` at a time (the last batch may be shorter)."""
+        batch: list[np.ndarray] = []
+        while True:
+            ok, bgr = self._capture.read()
+            if not ok:
+                break
+            batch.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
             yield batch
-            batch = []
-    if batch:
-        yield batch
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, kind: Optional[type], error: Optional[BaseException], trace: Optional[TracebackType]) -> None:
+        self._capture.release()
 
 
-def _open_writer(path: Path, fps: float, width: int, height: int) -> cv2.VideoWriter:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*FOURCC), fps, (width, height))
-    if not writer.isOpened():
-        raise ValueError(f"{path}: cannot write video ({FOURCC} codec at {width}x{height}, {fps:g} fps)")
-    return writer
+class VideoWriter:
+    """Writes RGB frames to an ``mp4v`` video at ``fps``; the frame size is the first frame's.
+
+    Raises (on the first frame):
+        ValueError: ``path`` cannot be written.
+    """
+
+    def __init__(self, path: Path, fps: float):
+        self.path = path
+        self.fps = fps
+        self._writer: Optional[cv2.VideoWriter] = None
+
+    def write(self, rgb: np.ndarray) -> None:
+        if self._writer is None:
+            self._writer = self._open(rgb.shape[1], rgb.shape[0])
+        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def _open(self, width: int, height: int) -> cv2.VideoWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*FOURCC), self.fps, (width, height))
+        if not writer.isOpened():
+            raise ValueError(f"{self.path}: cannot write video ({FOURCC} codec at {width}x{height}, {self.fps:g} fps)")
+        return writer
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, kind: Optional[type], error: Optional[BaseException], trace: Optional[TracebackType]) -> None:
+        if self._writer is not None:
+            self._writer.release()

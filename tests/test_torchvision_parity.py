@@ -11,6 +11,7 @@ from torchvision.ops import box_iou
 from conftest import REPO
 from detect import build_model, load_config
 from detect.checkpoint import save_checkpoint
+from detect.export import match_detections
 from detect.models.torchvision_compat import convert_fasterrcnn_resnet50_fpn
 
 
@@ -26,18 +27,6 @@ def models(tmp_path_factory):
     return reference, build_model(cfg).eval()
 
 
-def _matched(a: dict, b: dict) -> torch.Tensor:
-    """For each detection of ``a``, whether ``b`` has one of the same label, IoU > 0.99 and score within 1e-4."""
-    if len(a["boxes"]) == 0 or len(b["boxes"]) == 0:
-        return torch.zeros(len(a["boxes"]), dtype=torch.bool)
-    same = (
-        (a["labels"][:, None] == b["labels"][None])
-        & (box_iou(a["boxes"], b["boxes"]) > 0.99)
-        & ((a["scores"][:, None] - b["scores"][None]).abs() < 1e-4)
-    )
-    return same.any(dim=1)
-
-
 def test_detections_match_torchvision(models, coco8):
     reference, model = models
     images = coco8["images"][:3]
@@ -45,7 +34,7 @@ def test_detections_match_torchvision(models, coco8):
         expected, got = reference(images), model(images)
     for e, g in zip(expected, got):
         assert len(e["boxes"]) > 20  # the comparison has substance
-        assert _matched(e, g).all() and _matched(g, e).all()
+        assert match_detections(e, g, score_tol=1e-4).all() and match_detections(g, e, score_tol=1e-4).all()
         assert len(e["boxes"]) == len(g["boxes"])
 
 

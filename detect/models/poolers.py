@@ -56,7 +56,7 @@ class RoIPooler(nn.Module):
         if len(features) == 1:
             return self._pool(features[0], rois, self.scales[0])
         levels = assign_fpn_levels(rois[:, 1:], self.min_level, self.max_level)
-        out = rois.new_zeros((len(rois), features[0].shape[1], self.output_size, self.output_size))
+        out = rois.new_zeros((rois.shape[0], features[0].shape[1], self.output_size, self.output_size))  # shape[0], not len(): traceable
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             (idx,) = torch.where(levels == level)
             out[idx] = self._pool(feature, rois[idx], scale).to(out.dtype)
