@@ -32,7 +32,12 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 # The allowed values of every enumerated key: checked when a config is loaded, and
 # the sets the code that reads each key uses (tests/test_config.py ties the builders' tables to them).
-BACKBONE_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg16")
+# torchvision's constructors of these names build the ResNet backbones.
+RESNET_NAMES = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
+)
+BACKBONE_NAMES = (*RESNET_NAMES, "vgg16")
 NORMS = ("frozen_bn", "bn", "gn")
 POOLER_TYPES = ("align", "pool")
 DATASET_TYPES = ("coco", "voc")

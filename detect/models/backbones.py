@@ -16,18 +16,10 @@ from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
+from detect.config import RESNET_NAMES
 from detect.models.detectron2_compat import imagenet_resnet_state_dict
 
-RESNETS = {
-    "resnet18": torchvision.models.resnet18,
-    "resnet34": torchvision.models.resnet34,
-    "resnet50": torchvision.models.resnet50,
-    "resnet101": torchvision.models.resnet101,
-    "resnet152": torchvision.models.resnet152,
-    "resnext50_32x4d": torchvision.models.resnext50_32x4d,
-    "resnext101_32x8d": torchvision.models.resnext101_32x8d,
-    "resnext101_64x4d": torchvision.models.resnext101_64x4d,
-}
+RESNETS = {name: getattr(torchvision.models, name) for name in RESNET_NAMES}
 STAGES = ("layer1", "layer2", "layer3", "layer4")  # conv2_x .. conv5_x, strides 4 .. 32
 
 
