@@ -3,9 +3,10 @@
     python tools/learning_spread.py tests/test_learning.py tests/test_c4_learning.py \\
         --seeds 0 1 2 3 4 --threads 1 2 --jobs 2 --output-dir output/learning_spread
 
-Every (test, seed, thread count) is one ``pytest`` process with ``DETECT_LEARNING_SEED``,
-``OMP_NUM_THREADS`` and ``DETECT_LEARNING_METRICS`` set; the tests' ``learning_metrics``
-fixture (tests/conftest.py) appends one JSON line per test. Writes ``metrics.jsonl`` (the
+Every (seed, thread count) is one fresh ``pytest`` process over the given tests, as
+``make test`` runs them, with ``DETECT_LEARNING_SEED``, ``OMP_NUM_THREADS`` and
+``DETECT_LEARNING_METRICS`` set; the tests' ``learning_metrics`` fixture
+(tests/conftest.py) appends one JSON line per test. Writes ``metrics.jsonl`` (the
 runs), ``spread.json`` and ``spread.md`` (min / median / max per test and metric) and
 prints the table. A learning threshold belongs clearly below its metric's minimum.
 """
@@ -27,8 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 RUN_KEYS = ("test", "seed", "threads")  # what identifies a run; every other key is a measurement
 
 
-def run_one(test: str, seed: int, threads: int, metrics_file: Path, timeout: float) -> tuple[str, int, int, int]:
-    """Runs ``test`` in a fresh pytest process; returns (test, seed, threads, exit status)."""
+def run_one(tests: list[str], seed: int, threads: int, metrics_file: Path, timeout: float) -> tuple[int, int, int]:
+    """Runs ``tests`` in a fresh pytest process; returns (seed, threads, exit status)."""
     env = {
         **os.environ,
         "DETECT_LEARNING_SEED": str(seed),
@@ -36,12 +37,12 @@ def run_one(test: str, seed: int, threads: int, metrics_file: Path, timeout: flo
         "OMP_NUM_THREADS": str(threads),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
     try:
         status = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, timeout=timeout).returncode
     except subprocess.TimeoutExpired:
         status = -1
-    return test, seed, threads, status
+    return seed, threads, status
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -91,14 +92,13 @@ def main() -> None:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     metrics_file = (args.output_dir / "metrics.jsonl").resolve()
     metrics_file.unlink(missing_ok=True)
-    # Seed by seed, so that a spread stopped early has covered every test alike.
-    runs = [(test, seed, threads) for seed, threads, test in itertools.product(args.seeds, args.threads, args.tests)]
+    runs = list(itertools.product(args.seeds, args.threads))
     with ThreadPoolExecutor(args.jobs) as pool:
-        jobs = [pool.submit(run_one, test, seed, threads, metrics_file, args.timeout) for test, seed, threads in runs]
+        jobs = [pool.submit(run_one, args.tests, seed, threads, metrics_file, args.timeout) for seed, threads in runs]
         for done, job in enumerate(jobs, 1):
-            test, seed, threads, status = job.result()
+            seed, threads, status = job.result()
             outcome = {0: "passed", -1: "timed out"}.get(status, f"failed (exit status {status})")
-            print(f"[{done}/{len(runs)}] {test} seed={seed} threads={threads}: {outcome}", flush=True)
+            print(f"[{done}/{len(runs)}] seed={seed} threads={threads}: {outcome}", flush=True)
 
     records = [json.loads(line) for line in metrics_file.read_text().splitlines()] if metrics_file.exists() else []
     summary = summarize(records)
