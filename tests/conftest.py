@@ -1,5 +1,6 @@
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,9 +12,13 @@ DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent
 
 # A learning test's seed and where it reports its metrics, so that the spread of its
-# metrics over seeds and thread counts can be measured in fresh processes.
+# metrics over seeds and thread counts can be measured in fresh processes
+# (tools/learning_spread.py).
 LEARNING_SEED_ENV = "DETECT_LEARNING_SEED"
 LEARNING_METRICS_ENV = "DETECT_LEARNING_METRICS"
+# Learning thresholds are measured on 1 and 2 intra-op threads: a run's numbers depend
+# on its thread count (the order of floating-point sums), so no run uses more.
+LEARNING_MAX_THREADS = 2
 
 
 @pytest.fixture
@@ -23,14 +28,42 @@ def learning_seed() -> int:
 
 
 @pytest.fixture
-def learning_metrics(request: pytest.FixtureRequest, learning_seed: int) -> Iterator[dict]:
-    """A dict the test fills with the metrics it asserts on; appended as one JSON line
-    (test, seed, threads, metrics) to ``$DETECT_LEARNING_METRICS`` when that is set."""
+def learning_cpu() -> Iterator[int]:
+    """A learning run's CPU settings, restored afterwards; yields its thread count.
+
+    Threads: torch's default (``$OMP_NUM_THREADS``, else the cores) capped at
+    LEARNING_MAX_THREADS. Denormals flushed to zero, as the trainer does on a CPU.
+    """
+    saved = torch.get_num_threads()
+    threads = min(saved, LEARNING_MAX_THREADS)
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    yield threads
+    torch.set_flush_denormal(False)
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture
+def learning_metrics(request: pytest.FixtureRequest, learning_seed: int, learning_cpu: int) -> Iterator[dict]:
+    """A dict the test fills with the metrics it asserts on, for a run on ``learning_cpu``'s settings.
+
+    Appended as one JSON line (test, seed, threads, seconds, cpu_seconds, metrics) to
+    ``$DETECT_LEARNING_METRICS`` when that is set, also when an assertion fails. On a
+    busy machine ``cpu_seconds`` (all threads) tells the run's cost better than the wall time.
+    """
     metrics: dict = {}
+    start, start_cpu = time.perf_counter(), time.process_time()
     yield metrics
     path = os.environ.get(LEARNING_METRICS_ENV)
     if path and metrics:
-        record = {"test": request.node.nodeid, "seed": learning_seed, "threads": torch.get_num_threads(), **metrics}
+        record = {
+            "test": request.node.nodeid,
+            "seed": learning_seed,
+            "threads": learning_cpu,
+            "seconds": round(time.perf_counter() - start, 1),
+            "cpu_seconds": round(time.process_time() - start_cpu, 1),
+            **metrics,
+        }
         with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
 

