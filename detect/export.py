@@ -84,7 +84,7 @@ class DeployableDetector(nn.Module):
         scale = torch.sym_min(t.min_size / torch.sym_min(h, w), t.max_size / torch.sym_max(h, w))
         # interpolate's recompute_scale_factor=True: the output size is floor(size * scale) (> 0: trunc is floor)
         out_h, out_w = torch.sym_int(h * scale), torch.sym_int(w * scale)
-        x = (image - t.pixel_mean) / t.pixel_std
+        x = t.normalize(image)
         x = F.interpolate(x[None], size=(out_h, out_w), mode="bilinear", align_corners=False)
         stride = t.size_divisible
         x = F.pad(x, (0, (out_w + stride - 1) // stride * stride - out_w, 0, (out_h + stride - 1) // stride * stride - out_h))
@@ -102,7 +102,7 @@ class DeployableDetector(nn.Module):
             top = logits[0, offset : offset + size].topk(torch.sym_min(rpn.pre_nms_topk[1], size))
             idx = top.indices
             boxes.append(rpn.box_coder.decode(deltas[0, offset + idx], anchors[idx]).squeeze(-2))  # (k, 1, 4) -> (k, 4)
-            scores.append(torch.sigmoid(top.values))
+            scores.append(top.values if rpn.nms_on_logits else torch.sigmoid(top.values))
             levels.append(torch.full_like(idx, level))
             offset += size
         boxes, scores, levels = _keep(clip_boxes(torch.cat(boxes)[None], image_size)[0], torch.cat(scores), torch.cat(levels), rpn.min_box_size)
@@ -122,7 +122,7 @@ class DeployableDetector(nn.Module):
         labels = torch.arange(1, num_outputs, device=logits.device).expand_as(logits[:, 1:]).reshape(-1)
         high = scores > heads.score_thresh
         boxes, scores, labels = boxes[high], scores[high], labels[high]
-        boxes, scores, labels = _keep(boxes, scores, labels, 1e-2)
+        boxes, scores, labels = _keep(boxes, scores, labels, heads.min_box_size)
         kept = _batched_nms(boxes, scores, labels, heads.nms_thresh, padded_size)[: heads.detections_per_image]
         return boxes[kept], scores[kept], labels[kept]
 

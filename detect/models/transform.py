@@ -65,11 +65,7 @@ class ImageTransform(nn.Module):
         resized = []
         for image in images:
             h, w = image.shape[-2:]
-            if self.bgr:
-                image = image.flip(0)
-            if self.pixel_scale != 1.0:
-                image = image * self.pixel_scale
-            image = (image - self.pixel_mean) / self.pixel_std
+            image = self.normalize(image)
             if not self.training:
                 scale = min(self.min_size / min(h, w), self.max_size / max(h, w))
                 image = F.interpolate(
@@ -82,6 +78,14 @@ class ImageTransform(nn.Module):
         if boxes is not None and not self.training:
             boxes = [rescale(b, o, s) for b, o, s in zip(boxes, original_sizes, image_sizes)]
         return ImageBatch(self._pad(resized), image_sizes, original_sizes), boxes
+
+    def normalize(self, image: Tensor) -> Tensor:
+        """RGB ``[3, H, W]`` in 0..1 -> the network's input channels, scaled and standardised."""
+        if self.bgr:
+            image = image.flip(0)
+        if self.pixel_scale != 1.0:
+            image = image * self.pixel_scale
+        return (image - self.pixel_mean) / self.pixel_std
 
     def _pad(self, images: list[Tensor]) -> Tensor:
         stride = self.size_divisible
