@@ -326,6 +326,11 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return cfg
 
 
+def flat_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A :func:`config_to_dict` tree as ``{dotted key: value}``; ``model.classes`` stays one value."""
+    return _flatten(data)
+
+
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat = {}
     for k, v in data.items():

@@ -6,7 +6,6 @@ import json
 import random
 import resource
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from detect.engine.distributed import init_distributed, is_main_process, world_s
 from detect.engine.inference import autocast, evaluate_model
 from detect.engine.optim import build_lr_scheduler, build_optimizer
 from detect.models import FasterRCNN, build_model
+from detect.models.build import require_backbone_weights
 
 LAST_CHECKPOINT = "last_checkpoint"  # a text file naming the newest checkpoint of a run
 
@@ -65,13 +65,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any] | None:
         # compute many times slower; measured: fp32 steps varied 2.5-8.5 s, flushed a steady 2.5 s.
         torch.set_flush_denormal(True)
 
-    has_norm = cfg.model.backbone.name != "vgg16"
-    if has_norm and cfg.model.backbone.norm == "frozen_bn" and not cfg.model.backbone.weights and not cfg.model.weights:
-        warnings.warn(
-            "model.backbone.norm=frozen_bn without model.backbone.weights: the backbone's normalisation stays at its "
-            "random initialisation; pass ImageNet weights, or train from scratch with model.backbone.norm=bn or gn",
-            stacklevel=2,
-        )
+    require_backbone_weights(cfg.model)
     dataset = build_dataset(cfg.data.train, cfg.data, is_train=True)
     model = build_model(cfg, dataset_classes(dataset)).to(device)
     cfg.model.classes = model.categories.to_dict()  # the saved config then builds this model alone
