@@ -84,7 +84,7 @@ def test_fine_tuning_carries_rows_of_classes_with_the_same_name(tmp_path, capsys
     tensors = len([k for k in state if not k.endswith("num_batches_tracked")])
     assert capsys.readouterr().out.strip() == (
         f"model.weights={weights}: loaded {tensors} of {tensors} tensors (class scores and box deltas by class); "
-        "classes carried over: square, circle; new: star; dropped: triangle"
+        "classes carried over (2): square, circle; new (1): star; dropped (1): triangle"
     )
 
 
@@ -102,8 +102,8 @@ def test_fine_tuning_leaves_a_head_of_another_width_at_initialisation(tmp_path, 
     tensors = len([k for k in state if not k.endswith("num_batches_tracked")])
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"model.weights={weights}: loaded {tensors - 8} of {tensors} tensors")
-    assert "carried over: none; new: square, star, circle; dropped: circle, square, triangle" in line
-    assert line.endswith("left at initialisation (no tensor of that name and shape): " + ", ".join(renewed))
+    assert "carried over (0); new (3): square, star, circle; dropped (3): circle, square, triangle" in line
+    assert line.endswith("left at initialisation (no tensor of that name and shape) (8): " + ", ".join(renewed))
 
 
 def test_evaluation_takes_the_checkpoints_classes_and_every_tensor(tmp_path, capsys):

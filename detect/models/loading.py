@@ -57,11 +57,11 @@ class FineTuneReport:
     def __str__(self) -> str:
         line = (
             f"model.weights={self.source}: loaded {self.loaded} of {self.total} tensors (class scores and box deltas "
-            f"by class); classes carried over: {_names(self.carried)}; new: {_names(self.new)}; "
-            f"dropped: {_names(self.dropped)}"
+            f"by class); classes carried over {_names(self.carried)}; new {_names(self.new)}; "
+            f"dropped {_names(self.dropped)}"
         )
         if self.fresh:
-            line += f"; left at initialisation (no tensor of that name and shape): {_names(self.fresh)}"
+            line += f"; left at initialisation (no tensor of that name and shape) {_names(self.fresh)}"
         return line
 
 
@@ -180,7 +180,6 @@ def _literal(value: Any) -> str:
 
 
 def _names(names: tuple[str, ...]) -> str:
-    if not names:
-        return "none"
-    shown = ", ".join(names[:SHOWN])
-    return f"{shown} and {len(names) - SHOWN} more" if len(names) > SHOWN else shown
+    """``"(3): a, b, c"``; the first SHOWN names of a longer list."""
+    shown = ", ".join(names[:SHOWN]) + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
+    return f"({len(names)}): {shown}" if names else "(0)"
