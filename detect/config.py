@@ -102,7 +102,7 @@ class ModelConfig:
     roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
     # {category id: name}. None: taken from model.weights or the training dataset.
     classes: Optional[dict[int, str]] = None
-    weights: Optional[str] = None  # a detect checkpoint to load
+    weights: Optional[str] = None  # a detect checkpoint: evaluated as is; in training, fine-tuned onto the dataset's classes
 
 
 @dataclass
