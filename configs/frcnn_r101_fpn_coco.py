@@ -2,7 +2,8 @@
 
 As configs/frcnn_r50_fpn_coco.py with a ResNet-101 trunk. Expected box AP on
 val2017: 39.4 (MMDetection 1x); 42.0 with the 3x schedule
-(configs/frcnn_r101_fpn_coco_3x.py, Detectron2).
+(configs/frcnn_r101_fpn_coco_3x.py, Detectron2). ImageNet weights: torchvision's
+``resnet101`` IMAGENET1K_V1 (``resnet101-63fe2227.pth``) at ``weights/``.
 
 With the paper's own ImageNet ResNet-101 (MSRA's, as Detectron2 distributes it:
 https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/R-101.pkl) in place
@@ -17,4 +18,5 @@ saw BGR pixels on 0..255 less the mean::
 from configs.frcnn_r50_fpn_coco import cfg
 
 cfg.model.backbone.name = "resnet101"
+cfg.model.backbone.weights = "weights/resnet101-63fe2227.pth"
 cfg.output_dir = "output/frcnn_r101_fpn_coco"

@@ -51,3 +51,15 @@ class CategoryMap:
         """Predictor indices 1..K -> dataset ids."""
         table = torch.tensor((0,) + self.ids, device=indices.device, dtype=torch.int64)
         return table[indices]
+
+    def same_names(self, source: "CategoryMap") -> dict[int, int]:
+        """``{predictor index here: predictor index in source}`` for background (0: 0) and
+        every class whose name ``source`` also has; ids may differ, names decide."""
+        source_index = {}
+        for index, name in enumerate(source.names, start=1):
+            source_index.setdefault(name, index)  # the first of repeated names
+        pairs = {0: 0}
+        for index, name in enumerate(self.names, start=1):
+            if name in source_index:
+                pairs[index] = source_index[name]
+        return pairs

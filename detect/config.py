@@ -149,7 +149,7 @@ class ModelConfig:
     roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
     # {category id: name}. None: taken from model.weights or the training dataset.
     classes: Optional[dict[int, str]] = None
-    weights: Optional[str] = None  # a detect checkpoint to load
+    weights: Optional[str] = None  # a detect checkpoint: evaluated as is; in training, fine-tuned onto the dataset's classes
 
 
 @dataclass
@@ -476,6 +476,11 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     for key, value in _flatten(data).items():
         set_value(cfg, key, value)
     return cfg
+
+
+def flat_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A :func:`config_to_dict` tree as ``{dotted key: value}``; ``model.classes`` stays one value."""
+    return _flatten(data)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -9,7 +9,6 @@ import resource
 import signal
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -37,6 +36,7 @@ from detect.engine.preflight import SkippedImages, check_before_training
 from detect.engine.resume import checkpoint_name, resume_training, save_training_checkpoint
 from detect.engine.tensorboard import TensorBoardLog
 from detect.models import build_model
+from detect.models.build import require_backbone_weights
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,13 +83,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any] | None:
         # compute many times slower; measured: fp32 steps varied 2.5-8.5 s, flushed a steady 2.5 s.
         torch.set_flush_denormal(True)
 
-    has_norm = cfg.model.backbone.name != "vgg16"
-    if has_norm and cfg.model.backbone.norm == "frozen_bn" and not cfg.model.backbone.weights and not cfg.model.weights:
-        warnings.warn(
-            "model.backbone.norm=frozen_bn without model.backbone.weights: the backbone's normalisation stays at its "
-            "random initialisation; pass ImageNet weights, or train from scratch with model.backbone.norm=bn or gn",
-            stacklevel=2,
-        )
+    require_backbone_weights(cfg.model)
     dataset = build_dataset(cfg.data.train, cfg.data, is_train=True)
     check_before_training(cfg, dataset)
     model = build_model(cfg, dataset_classes(dataset)).to(device)

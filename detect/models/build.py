@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import torchvision
 from torch import nn
 from torchvision.models import ResNet
 
@@ -14,6 +16,7 @@ from detect.models.anchors import AnchorGenerator
 from detect.models.backbones import RESNETS, ResNetC4, ResNetFPN, ResNetTrunk, build_resnet
 from detect.models.c4 import ResNetC5Head
 from detect.models.faster_rcnn import FasterRCNN
+from detect.models.loading import fitting_config, load_detector_weights
 from detect.models.matcher import BalancedSampler, Matcher
 from detect.models.poolers import RoIPooler
 from detect.models.roi_heads import BoxPredictor, RoIHeads, TwoFCHead
@@ -27,42 +30,96 @@ def build_model(cfg: Config, classes: dict[int, str] | None = None) -> FasterRCN
 
     Args:
         cfg: the config.
-        classes: {category id: name} of the training dataset, used when neither
-            the config nor the weights fix the classes.
+        classes: {category id: name} of the dataset the model is to be trained on.
+            Given, the model predicts these classes, and ``model.weights`` of other
+            classes is fine-tuned onto them (see ``detect/models/loading.py``); the log
+            line printed says what was carried over. None (evaluation, prediction): the
+            classes are the checkpoint's, else ``model.classes``.
     """
     checkpoint = load_checkpoint(cfg.model.weights) if cfg.model.weights else None
-    categories = resolve_classes(cfg.model, checkpoint, classes)
+    categories = resolve_classes(cfg, checkpoint, classes)
     model = _build(cfg.model, categories, pretrained_backbone=checkpoint is None)
     if checkpoint is not None:
-        result = model.load_state_dict(checkpoint["model"], strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise ValueError(
-                f"{cfg.model.weights} does not fit the config's model: missing {result.missing_keys[:5]}, "
-                f"unexpected {result.unexpected_keys[:5]}"
-            )
+        report = load_detector_weights(model, checkpoint, cfg, fine_tune=classes is not None)
+        if report:
+            print(report)
     return model
 
 
-def resolve_classes(model_cfg: ModelConfig, checkpoint: dict[str, Any] | None, dataset_classes: dict[int, str] | None) -> CategoryMap:
-    """The model's classes: the weights' if any, else the config's, else the dataset's; conflicts are errors."""
-    sources = [
-        ("model.weights", checkpoint["classes"] if checkpoint else None),
-        ("model.classes", model_cfg.classes),
-        ("the dataset", dataset_classes),
-    ]
+def resolve_classes(cfg: Config, checkpoint: dict[str, Any] | None, dataset_classes: dict[int, str] | None) -> CategoryMap:
+    """The classes the model predicts; sources that disagree on the category ids are an error.
+
+    Training (``dataset_classes`` given): ``model.classes``, else the dataset's; a checkpoint's
+    own classes only decide which predictor rows carry over. Evaluation: the checkpoint's,
+    else ``model.classes``.
+    """
+    if dataset_classes is not None:
+        sources = [("model.classes", cfg.model.classes), ("the dataset", dataset_classes)]
+    else:
+        sources = [(f"model.weights={cfg.model.weights}", checkpoint["classes"] if checkpoint else None),
+                   ("model.classes", cfg.model.classes)]
     given = [(name, CategoryMap.from_dict(c)) for name, c in sources if c]
     if not given:
-        raise ValueError("the classes are unknown: set model.classes, model.weights, or train on a dataset")
+        raise ValueError("the classes are unknown: set model.classes or model.weights, or train on a dataset")
     (first_name, first), *others = given
     for name, other in others:
-        if name == "the dataset" and first_name == "model.weights":
-            continue  # evaluating a checkpoint on any data labelled with a subset of its ids is fine
         if other.ids != first.ids:
+            hint = ""
+            if checkpoint and dataset_classes is None:
+                hint = f"{fitting_config(checkpoint, cfg)}; or set model.classes=None to take the checkpoint's"
             raise ValueError(
-                f"class mismatch: {first_name} has {first.num_classes} classes (ids {list(first.ids)[:8]}...), "
-                f"{name} has {other.num_classes} (ids {list(other.ids)[:8]}...)"
+                f"class mismatch: {first_name} has {first.num_classes} classes ({_listed(first)}), "
+                f"{name} has {other.num_classes} ({_listed(other)}){hint}"
             )
     return first
+
+
+def _listed(categories: CategoryMap) -> str:
+    pairs = [f"{i}: {n}" for i, n in zip(categories.ids[:6], categories.names)]
+    return ", ".join(pairs) + (", ..." if categories.num_classes > 6 else "")
+
+
+def require_backbone_weights(cfg: ModelConfig) -> None:
+    """Before training: a backbone that is to start from ImageNet has its weights file.
+
+    Frozen BN from a random initialisation is an identity map and its frozen stages stay
+    random, so ``norm=frozen_bn`` without weights would train a crippled network.
+
+    Raises:
+        FileNotFoundError: naming the file looked for, where to get it, and how to train from scratch.
+    """
+    name, path = cfg.backbone.name, cfg.backbone.weights
+    if cfg.weights or (path and Path(path).is_file()):
+        return  # a detector checkpoint brings its own backbone
+    if not path and (name == "vgg16" or cfg.backbone.norm != "frozen_bn"):
+        return  # from scratch, as asked
+    looked = f"model.backbone.weights={path} is not a file" if path else "model.backbone.weights is not set"
+    if name != "vgg16" and cfg.backbone.norm == "frozen_bn":
+        looked += ", and model.backbone.norm=frozen_bn needs ImageNet weights"
+    get = f"into {Path(path).parent}/" if path else "and set model.backbone.weights to its path"
+    scratch = "model.backbone.weights=None" + ("" if name == "vgg16" else " model.backbone.norm=bn (or gn)")
+    raise FileNotFoundError(
+        f"{looked}: download {imagenet_weights_url(name, path)} {get}, or train from scratch with {scratch}"
+    )
+
+
+# Detectron2's ImageNet backbones, the MSRA originals of the ResNet paper and FAIR's ResNeXt.
+DETECTRON2_IMAGENET = {
+    "R-50.pkl": "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/R-50.pkl",
+    "R-101.pkl": "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/R-101.pkl",
+    "X-101-32x8d.pkl": "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/FAIR/X-101-32x8d.pkl",
+}
+
+
+def imagenet_weights_url(name: str, path: str | None) -> str:
+    """Where the ImageNet weights file ``path`` of backbone ``name`` is published."""
+    file_name = Path(path).name if path else ""
+    if file_name in DETECTRON2_IMAGENET:
+        return DETECTRON2_IMAGENET[file_name]
+    try:
+        return torchvision.models.get_model_weights(name).IMAGENET1K_V1.url
+    except (ValueError, AttributeError):
+        return f"an ImageNet checkpoint of {name}"
 
 
 def _build(cfg: ModelConfig, categories: CategoryMap, pretrained_backbone: bool) -> FasterRCNN:
