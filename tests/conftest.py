@@ -82,3 +82,23 @@ def coco8() -> dict:
         xyxy[:, 2:] += xyxy[:, :2]
         targets.append({"boxes": xyxy, "labels": torch.tensor(labels, dtype=torch.int64)})
     return {"images": images, "targets": targets, "categories": {c["id"]: c["name"] for c in ann["categories"]}}
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a module's tests: small models run no faster on two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A shapes dataset of 4 training and 2 validation images of 256-320 px a side."""
+    from datasets.make_shapes import make_split
+
+    root = tmp_path_factory.mktemp("shapes")
+    make_split(root, "train", 4, seed=0)
+    make_split(root, "val", 2, seed=0)
+    return root

@@ -37,17 +37,6 @@ def _run(command: list[str]) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    """4 training and 2 validation images of 256-320 px a side, all padded to 128 x 128 once resized."""
-    from datasets.make_shapes import make_split
-
-    root = tmp_path_factory.mktemp("shapes")
-    make_split(root, "train", 4, seed=0)
-    make_split(root, "val", 2, seed=0)
-    return root
-
-
 def _shapes_data(shapes: Path) -> list[str]:
     return [
         f"data.train.root={shapes}/train/images", f"data.train.ann_file={shapes}/annotations/train.json",

@@ -27,23 +27,7 @@ LOG_KEYS = {
     "iteration", "lr", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "total_loss", "time", "data_time", "memory_mb",
 }
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    from datasets.make_shapes import make_split
-
-    root = tmp_path_factory.mktemp("shapes")
-    make_split(root, "train", 4, seed=0)
-    make_split(root, "val", 2, seed=0)
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _shapes_cfg(shapes: Path, output_dir: Path, *extra: str):

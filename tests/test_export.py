@@ -43,20 +43,14 @@ DESIGNS = {
 # (h, w) of the three images the parity is checked on: landscape, portrait, wide.
 SIZES = [(480, 640), (400, 300), (240, 480)]
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def load_tool(name: str):
     spec = importlib.util.spec_from_file_location(f"tools_{name}", REPO / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
