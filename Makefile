@@ -27,7 +27,7 @@ test-fast: env
 # Everything on a fresh machine: environment, data, training, COCO evaluation, drawn detections, plots.
 quickstart: env
 	@test -f $(SHAPES)/annotations/val.json || $(PY) datasets/make_shapes.py --out $(SHAPES)
-	$(PY) tools/train.py configs/quickstart_shapes.py --output-dir $(QUICKSTART)
+	$(PY) tools/train.py configs/quickstart_shapes.py --output-dir $(QUICKSTART) --tensorboard
 	$(PY) tools/predict.py configs/quickstart_shapes.py --weights $(QUICKSTART)/model_final.pth \
 		--input "$(SHAPES)/val/images/00000*.jpg" --output-dir $(QUICKSTART)/detections
 	$(PY) tools/plot.py $(QUICKSTART)
