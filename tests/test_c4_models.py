@@ -248,7 +248,7 @@ def test_design_errors_name_the_key():
         build_model(load_config(vgg, ["model.roi_heads.pooler_resolution=14"]))
     with pytest.raises(ValueError, match="no normalisation layers"):
         build_model(load_config(vgg, ["model.backbone.norm=gn"]))
-    with pytest.raises(ValueError, match="known: resnet18.*vgg16"):
+    with pytest.raises(ValueError, match="'vgg19' is not one of 'resnet18'.*'vgg16'"):
         build_model(load_config(vgg, ["model.backbone.name=vgg19"]))
     with pytest.raises(ValueError, match="freeze_at for the C4 design must be in 0..4"):
         _small_c4("model.backbone.freeze_at=5")

@@ -257,8 +257,8 @@ def test_a_checkpoint_of_another_architecture_is_one_line_naming_the_config_that
     args = {
         "predict": ["--input", str(tmp_path), "--output-dir", str(tmp_path / "out")],
         "test": ["--output-dir", str(tmp_path / "out")],
-        "train": [f"data.train.root={tmp_path}", f"data.train.ann_file={ann_file}", f"output_dir={tmp_path / 'out'}",
-                  "data.num_workers=0"],
+        "train": [f"data.train.root={tmp_path}", f"data.train.ann_file={ann_file}", f"data.val.root={tmp_path}",
+                  f"data.val.ann_file={ann_file}", f"output_dir={tmp_path / 'out'}", "data.num_workers=0"],
     }[tool]
     code, err = _run_tool(tool, [str(REPO / "configs" / "frcnn_r50_fpn_coco.py"), "--weights", str(quickstart_run),
                                  *args], monkeypatch, capsys)
