@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from detect.data.image_io import ImageReadError, image_to_tensor, read_image, write_image
+from detect.data.image_io import ImageReadError, image_to_tensor, read_image, to_float_image, write_image
 from detect.engine.inference import autocast
 from detect.video import VideoReader, VideoReadError, VideoWriter
 from detect.visualize import draw_detections
@@ -117,7 +117,7 @@ class Predictor:
     def __call__(self, rgbs: Sequence[np.ndarray]) -> list[dict[str, Tensor]]:
         """Detections of each ``uint8 (H, W, 3)`` RGB image: CPU ``boxes [D, 4]`` (clipped to
         the image), ``scores [D]`` descending, ``labels [D]`` category ids."""
-        images = [image_to_tensor(rgb).to(self.device, non_blocking=True) for rgb in rgbs]
+        images = [to_float_image(image_to_tensor(rgb).to(self.device, non_blocking=True)) for rgb in rgbs]
         with autocast(self.device, self.amp):
             outputs = self.model(images)
         results = []

@@ -61,8 +61,7 @@ def test_boxes_are_xyxy_of_the_json_xywh(dataset: CocoDetection) -> None:
 def test_item_image_and_target_types(dataset: CocoDetection) -> None:
     index = dataset.image_ids.index(36)  # portrait, 481 wide x 640 high in the json
     image, target = dataset[index]
-    assert image.shape == (3, 640, 481) and image.dtype == torch.float32
-    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert image.shape == (3, 640, 481) and image.dtype == torch.uint8
     assert target["boxes"].dtype == torch.float32 and target["labels"].dtype == torch.int64
     assert target["orig_size"] == (640, 481) and target["image_id"] == 36
     boxes = target["boxes"]

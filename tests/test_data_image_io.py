@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from detect.data.image_io import ImageReadError, image_to_tensor, read_annotated_image, read_image, write_image
+from detect.data.coco import CocoDetection
+from detect.data.image_io import (
+    ImageReadError,
+    image_to_tensor,
+    read_annotated_image,
+    read_image,
+    to_float_image,
+    write_image,
+)
+
+COCO8 = Path(__file__).parent / "data" / "coco8"
 
 EXIF_ORIENTATION = 0x0112
 ROTATE_90_CW = 6  # EXIF: display the stored pixels rotated 90 degrees clockwise
@@ -80,11 +92,35 @@ def test_write_errors_name_the_file(tmp_path: Path) -> None:
         write_image(tmp_path / "y.png", np.zeros((4, 4), dtype=np.uint8))
 
 
-def test_image_to_tensor_layout_range_and_no_aliasing() -> None:
+def test_image_to_tensor_layout_dtype_and_no_aliasing() -> None:
     rgb = _two_colour_image()
     before = rgb.copy()
     tensor = image_to_tensor(rgb)
-    assert tensor.shape == (3, 10, 20) and str(tensor.dtype) == "torch.float32"
-    assert tensor[:, 0, 0].tolist() == [1.0, 0.0, 0.0] and tensor[:, 0, 19].tolist() == [0.0, 0.0, 1.0]
+    assert tensor.shape == (3, 10, 20) and tensor.dtype == torch.uint8 and tensor.is_contiguous()
+    assert tensor[:, 0, 0].tolist() == [255, 0, 0] and tensor[:, 0, 19].tolist() == [0, 0, 255]
     tensor.zero_()
     assert np.array_equal(rgb, before)
+    # A horizontally flipped view (negative strides, as augmentation makes) is read as it looks.
+    assert image_to_tensor(rgb[:, ::-1])[:, 0, 0].tolist() == [0, 0, 255]
+
+
+def test_to_float_image_is_numpys_float32_division_for_every_value() -> None:
+    values = np.arange(256, dtype=np.uint8)
+    expected = values.astype(np.float32) / np.float32(255)  # IEEE float32 division, computed by numpy
+    image = torch.from_numpy(np.stack([values] * 3)[:, None, :])  # (3, 1, 256)
+    converted = to_float_image(image)
+    assert converted.dtype == torch.float32 and converted.shape == (3, 1, 256)
+    assert np.array_equal(converted[0, 0].numpy(), expected)  # bit for bit
+    assert to_float_image(converted) is converted  # float images are already the model's input
+    with pytest.raises(ValueError, match="expected a uint8 or float image tensor, got torch.int32"):
+        to_float_image(image.int())
+
+
+def test_dataset_images_convert_to_the_same_floats_as_an_independent_decode(coco8: dict) -> None:
+    """The coco8 fixture decodes with OpenCV and divides by 255 in float32, as images were made before."""
+    dataset = CocoDetection(COCO8 / "images", COCO8 / "annotations.json")
+    image_ids = [info["id"] for info in json.loads((COCO8 / "annotations.json").read_text())["images"]]
+    for image_id, expected in zip(image_ids, coco8["images"], strict=True):  # the fixture's order
+        image, _ = dataset[dataset.image_ids.index(image_id)]
+        assert image.dtype == torch.uint8
+        assert torch.equal(to_float_image(image), expected)

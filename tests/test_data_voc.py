@@ -75,7 +75,7 @@ def test_item_types_and_boxes_inside_image() -> None:
     ds = VOCDetection(DEVKIT, ["2007/test"], keep_difficult=True)
     index = ds.image_ids.index("000000000404")  # portrait, 426 wide x 640 high
     image, target = ds[index]
-    assert image.shape == (3, 640, 426) and image.dtype == torch.float32
+    assert image.shape == (3, 640, 426) and image.dtype == torch.uint8
     assert target["image_id"] == "000000000404" and target["orig_size"] == (640, 426)
     assert target["boxes"].dtype == torch.float32 and target["labels"].dtype == torch.int64
     assert target["difficult"].dtype == torch.bool and target["difficult"].tolist() == [False] * 4 + [True]

@@ -18,7 +18,7 @@ import sys
 from typing import Optional
 
 from detect.config import load_config
-from detect.data.image_io import image_to_tensor, read_image
+from detect.data.image_io import image_to_tensor, read_image, to_float_image
 from detect.export import FORMATS, ExportedDetector, check_parity, export_detector
 from detect.models import build_model
 from detect.predict import expand_inputs
@@ -40,7 +40,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     with exit_on_user_error():
         cfg = load_config(args.config, [*args.overrides, f"model.weights={args.weights}"])
         paths = expand_inputs(args.check) if args.check else []
-        images = [image_to_tensor(read_image(p)) for p in paths]
+        images = [to_float_image(image_to_tensor(read_image(p))) for p in paths]
         model = build_model(cfg).eval()
         export_detector(model, {args.format: args.output})
         print(f"wrote {args.output}")

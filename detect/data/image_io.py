@@ -1,7 +1,10 @@
 """Reading and writing image files; the one place where RGB <-> BGR is handled.
 
 Everything in detect speaks RGB: ``uint8`` arrays of shape ``(H, W, 3)`` on the
-numpy side and float ``Tensor[3, H, W]`` in 0..1 on the torch side. Images are
+numpy side; on the torch side datasets give ``uint8 Tensor[3, H, W]`` (a quarter
+of float32's bytes through the loader's workers and onto the device) and the
+model takes float ``Tensor[3, H, W]`` in 0..1, made by :func:`to_float_image`
+where the images meet the model, on its device. Images are
 decoded with Pillow, which raises on a truncated file where OpenCV only prints a
 warning and fills the rest with grey (both use libjpeg-turbo and give the same
 pixels); they are written with OpenCV, whose BGR order is converted here and
@@ -93,11 +96,25 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
 
 
 def image_to_tensor(rgb: np.ndarray) -> Tensor:
-    """``uint8 (H, W, 3)`` RGB array -> ``float32 Tensor[3, H, W]`` in 0..1 (a copy)."""
+    """``uint8 (H, W, 3)`` RGB array -> ``uint8 Tensor[3, H, W]`` (a copy); :func:`to_float_image` makes the model's input."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected a uint8 RGB array of shape (H, W, 3), got {rgb.dtype} {rgb.shape}")
-    # (H, W, 3) -> (3, H, W); from_numpy shares memory, the division makes the copy.
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+    # (H, W, 3) -> (3, H, W): one copy, whatever the strides (a flipped array's are negative).
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+
+
+def to_float_image(image: Tensor) -> Tensor:
+    """``uint8 Tensor[3, H, W]`` in 0..255 -> ``float32 Tensor[3, H, W]`` in 0..1, on the image's device.
+
+    The one conversion to the model's input: a correctly rounded division, so the
+    pixels are the same bits on every device. A float image is taken to be in 0..1
+    already and returned as it is (datasets of one's own may give either).
+    """
+    if image.is_floating_point():
+        return image
+    if image.dtype != torch.uint8:
+        raise ValueError(f"expected a uint8 or float image tensor, got {image.dtype} {tuple(image.shape)}")
+    return image.float().div_(255.0)
 
 
 def read_annotated_image(path: str | os.PathLike, height: int, width: int, record: str) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Batching: samplers, collation and the training and test loaders.
 
-Batches are ``(images, targets)``: ``images`` a list of ``Tensor[3, H, W]`` of
-different sizes (the model pads them) and ``targets`` the matching list of dicts,
-as torchvision's detection models take them.
+Batches are ``(images, targets)``: ``images`` a list of ``uint8 Tensor[3, H, W]``
+of different sizes (the model pads them; :func:`detect.data.image_io.to_float_image`
+makes its float input where the batch meets it) and ``targets`` the matching list
+of dicts, as torchvision's detection models take them.
 
 Under ``torch.distributed`` each process (rank) loads its own share:
 
@@ -178,6 +179,7 @@ def build_train_loader(
     aspect_ratio_grouping: bool,
     seed: int,
     start_batch: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """An endless loader of shuffled training batches for this process.
 
@@ -188,6 +190,8 @@ def build_train_loader(
         aspect_ratio_grouping: batch portrait and landscape images separately.
         seed: same on every rank; fixes the order and the augmentation.
         start_batch: batches to skip, so that a resumed run continues the same sequence.
+        pin_memory: put batches in page-locked memory, so that copies to a CUDA device
+            with ``non_blocking=True`` overlap the computation instead of waiting for it.
 
     Returns:
         Iterating yields ``(images, targets)`` batches forever; do not call ``len``.
@@ -210,6 +214,7 @@ def build_train_loader(
         collate_fn=collate,
         generator=generator,
         worker_init_fn=ignore_stop_signals,
+        pin_memory=pin_memory,
     )
 
 

@@ -69,8 +69,8 @@ class VOCImage:
 class VOCDetection(torch.utils.data.Dataset):
     """Images and boxes of one or more VOC image sets.
 
-    Items are ``(image, target)``: ``image`` is ``float32 Tensor[3, H, W]`` in
-    0..1 and ``target`` holds
+    Items are ``(image, target)``: ``image`` is ``uint8 Tensor[3, H, W]`` RGB
+    (``detect.data.image_io.to_float_image`` makes the model's input) and ``target`` holds
 
     - ``boxes``: ``float32 Tensor[N, 4]``, absolute pixel ``x1, y1, x2, y2``;
     - ``labels``: ``int64 Tensor[N]``, category ids 1..20 (see :data:`VOC_CLASSES`);

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from detect.config import AMP_MODES, Config
 from detect.data.build import Dataset, build_dataset
+from detect.data.image_io import to_float_image
 from detect.data.loader import build_test_loader
 from detect.engine.distributed import all_gather_objects, is_main_process
 from detect.evaluation.coco import save_metrics, to_coco_results
@@ -43,7 +44,7 @@ def predict_dataset(model: nn.Module, dataset: Dataset, batch_size: int, num_wor
     loader = build_test_loader(dataset, batch_size, num_workers)
     for images, targets in tqdm(loader, desc="inference", unit="batch", disable=not is_main_process(), dynamic_ncols=True):
         with autocast(device, amp):
-            outputs = model([image.to(device, non_blocking=True) for image in images])
+            outputs = model([to_float_image(image.to(device, non_blocking=True)) for image in images])
         for target, output in zip(targets, outputs):
             predictions[target["image_id"]] = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in output.items()}
     model.train(was_training)
