@@ -7,7 +7,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 QUICKSTART := output/quickstart
 SHAPES := datasets/shapes
 
-.PHONY: env test test-fast quickstart benchmark clean
+.PHONY: env test test-fast quickstart benchmark gpu-check clean
 
 env: $(VENV)/.installed
 
@@ -36,6 +36,11 @@ quickstart: env
 # Inference and training-step times beside torchvision's model (minutes on a CPU).
 benchmark: env
 	$(PY) tools/benchmark.py --json output/benchmark.json
+
+# On one CUDA GPU (under 8 minutes): the cuda tests, training and inference images/s beside torchvision,
+# peak memory, the loader's images/s per worker; writes docs/gpu.md and docs/gpu.json.
+gpu-check: env
+	$(PY) tools/gpu_check.py
 
 clean:
 	rm -rf output .pytest_cache

@@ -21,6 +21,16 @@ LEARNING_METRICS_ENV = "DETECT_LEARNING_METRICS"
 LEARNING_MAX_THREADS = 2
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` skip, saying why, where no CUDA device is available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def learning_seed() -> int:
     """The seed of a learning test: 0, or ``$DETECT_LEARNING_SEED`` while a spread is measured."""
