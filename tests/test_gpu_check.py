@@ -31,7 +31,7 @@ def toy(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict, str]:
 
 
 def test_toy_run_says_the_cuda_tests_are_skipped(toy):
-    done, report, page = toy
+    done, report, _ = toy
     assert "the cuda tests are skipped" in done.stdout
     assert report["cuda_tests"] == {"ran": False, "returncode": None, "summary": "skipped: --toy runs on the CPU"}
     assert report["environment"]["device_type"] == "cpu" and report["environment"]["torch"] == torch.__version__
