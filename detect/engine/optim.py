@@ -25,13 +25,10 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
             groups[kind].append(param)
     decay = {"norm": cfg.weight_decay_norm, "bias": cfg.weight_decay_bias, "weight": cfg.weight_decay}
     param_groups = [{"params": params, "weight_decay": decay[kind]} for kind, params in groups.items() if params]
-    # On CUDA the fused kernels take the gradient scaler's inf check on the device; otherwise
-    # GradScaler.step reads it on the host, which waits for the whole step every iteration.
-    fused = all(p.is_cuda for group in param_groups for p in group["params"])
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=cfg.base_lr, momentum=cfg.momentum, fused=fused or None)
+        return torch.optim.SGD(param_groups, lr=cfg.base_lr, momentum=cfg.momentum)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(param_groups, lr=cfg.base_lr, fused=fused or None)
+        return torch.optim.AdamW(param_groups, lr=cfg.base_lr)
     raise ValueError(f"unknown train.optimizer {cfg.optimizer!r}; known: {', '.join(map(repr, OPTIMIZERS))}")
 
 
