@@ -29,6 +29,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
@@ -74,6 +76,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"- device: {env['device']}",
         f"- torch {env['torch']}, CUDA {env['cuda'] or '-'}, cuDNN {env['cudnn'] or '-'}",
+        f"- AMP `off` is float32, with TF32 matmuls {'on' if env['tf32_matmul'] else 'off'} and TF32 cuDNN "
+        f"convolutions {'on' if env['tf32_cudnn'] else 'off'} (PyTorch's defaults)",
         f"- {env['cpu_cores']} CPU cores, {env['torch_threads']} torch threads",
         f"- images {sizes['height']}x{sizes['width']} (HxW), {sizes['warmup']} warm-up and {sizes['iters']} timed "
         "iterations per figure; detect's R50-FPN beside torchvision's `fasterrcnn_resnet50_fpn`, same weights",

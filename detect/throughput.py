@@ -158,27 +158,32 @@ def training_rows(models: dict[str, nn.Module], sizes: Sizes, device: torch.devi
     for amp in amp_modes(device):
         for name, model in models.items():
             initial = {k: v.clone() for k, v in model.state_dict().items()}
-            model.to(device).train()
-            optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-            scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-
-            def step(model: nn.Module = model, optimizer: torch.optim.Optimizer = optimizer,
-                     scaler: torch.amp.GradScaler = scaler, amp: str = amp) -> Tensor:
-                with _autocast(device, amp):
-                    losses = model(images, targets)
-                total = sum(losses.values())
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(total).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                return total.detach()
-
-            seconds, peak, loss = _timed(step, device, sizes.warmup, sizes.iters)
+            seconds, peak, loss = _time_training(model.to(device).train(), images, targets, device, amp, sizes)
             rows.append({"model": name, "amp": amp, "batch": sizes.train_batch, "images_per_s": sizes.train_batch / seconds,
-                         "peak_memory_mb": peak, "loss": float(loss)})
+                         "peak_memory_mb": peak, "loss": loss})
             model.load_state_dict(initial)
             _release(model)
     return rows
+
+
+def _time_training(model: nn.Module, images: list[Tensor], targets: list[dict[str, Tensor]], device: torch.device,
+                   amp: str, sizes: Sizes) -> tuple[float, float | None, float]:
+    """Seconds per SGD step, peak memory (MiB), last loss; the optimizer's state is freed on return."""
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+
+    def step() -> Tensor:
+        with _autocast(device, amp):
+            losses = model(images, targets)
+        total = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return total.detach()
+
+    seconds, peak, loss = _timed(step, device, sizes.warmup, sizes.iters)
+    return seconds, peak, float(loss)
 
 
 def inference_rows(models: dict[str, nn.Module], sizes: Sizes, device: torch.device) -> list[dict[str, Any]]:

@@ -103,4 +103,3 @@ def check_pooler_keeps_float32_boxes(device: str, dtype: torch.dtype, pool_type:
     # The check has teeth: boxes rounded to the autocast dtype pool visibly different values.
     rounded = pooler([feature], rois.to(dtype).float())
     assert (rounded - reference).abs().max() > 0.1
-

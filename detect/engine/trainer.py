@@ -241,8 +241,9 @@ def _agree(losses: Tensor, signum: int) -> tuple[bool, int]:
     One all-reduce a step, so that every process stops at the same iteration:
     a signal may reach one process only, and a process that left alone would
     leave the others waiting in the next collective. Reading its result is the
-    step's one wait for the device; the status is built on the device, since a
-    blocking copy from the host would be another.
+    loop's one wait for the device per step (under fp16, GradScaler.step reads
+    its inf check too); the status is built on the device, since a blocking copy
+    from the host would be another.
     """
     status = torch.zeros(2, dtype=torch.int64, device=losses.device)
     status[0] = (~torch.isfinite(losses)).any()
