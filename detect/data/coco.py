@@ -101,7 +101,7 @@ class CocoDetection(torch.utils.data.Dataset):
 
     @property
     def image_ids(self) -> list[int]:
-        """The ids of the items, ascending."""
+        """The ids of the items, ascending (a new list at each call)."""
         return self._table.image_ids[self._rows].tolist()
 
     def load_coco(self) -> COCO:
@@ -181,6 +181,7 @@ class CompactAnnotations:
             array.flags.writeable = False
 
     def file_name(self, row: int) -> str:
+        """The ``file_name`` of one row."""
         return self.names[self.name_starts[row]:self.name_starts[row + 1]].tobytes().decode()
 
     def targets(self, row: int) -> tuple[np.ndarray, np.ndarray]:
