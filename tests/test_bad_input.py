@@ -256,7 +256,7 @@ def test_annotations_without_area(tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records] == [
         f"{tmp_path / 'instances.json'}: 1 of 2 annotations have no area; their box area is used (for APs, APm, APl)"
     ]
-    assert dataset.coco.anns[102]["area"] == 80.0  # 10 x 8
+    assert dataset.load_coco().anns[102]["area"] == 80.0  # 10 x 8
 
 
 def test_unknown_category(tmp_path):

@@ -101,7 +101,7 @@ def test_crowd_boxes_are_left_out_and_filter_empty(tmp_path: Path) -> None:
     n_first = sum(a["image_id"] == first and not a["iscrowd"] for a in raw["annotations"])
     assert len(ds.annotations(ds.image_ids.index(first))["boxes"]) == n_first
     assert len(ds.annotations(ds.image_ids.index(second))["boxes"]) == 0
-    assert len(ds.coco.getAnnIds(imgIds=[first], iscrowd=None)) == n_first + 1  # kept for evaluation
+    assert len(ds.load_coco().getAnnIds(imgIds=[first], iscrowd=None)) == n_first + 1  # kept for evaluation
     filtered = CocoDetection(IMAGES, _write(tmp_path, raw), filter_empty=True)
     assert second not in filtered.image_ids and len(filtered) == len(ds) - 1
 

@@ -9,11 +9,16 @@ is read.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import io
 import json
 import logging
 import math
 import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -47,15 +52,17 @@ class CocoDetection(torch.utils.data.Dataset):
     - ``labels``: ``int64 Tensor[N]``, the json's own category ids (not contiguous);
     - ``image_id``: ``int``; ``orig_size``: ``(h, w)`` of the image file.
 
-    Crowd annotations (``iscrowd=1``) are left out of targets; they stay in
-    :attr:`coco` for evaluation. Boxes with zero width or height after clipping
-    to the image are left out with a logged warning: the official train2017 json
-    has two (annotation ids 918 and 2206849), so they cannot be an error.
+    Crowd annotations (``iscrowd=1``) are left out of targets; they stay in the
+    index of :meth:`load_coco` for evaluation. Boxes with zero width or height
+    after clipping to the image are left out with a logged warning: the official
+    train2017 json has two (annotation ids 918 and 2206849), so they cannot be an error.
+
+    The annotations are held in a few numpy arrays (:class:`CompactAnnotations`),
+    not in per-record Python objects: DataLoader workers forked from the process
+    then share those pages instead of copying them as reference counts change.
 
     Attributes:
-        coco: the ``pycocotools`` index of the whole json (for evaluation).
         categories: ``{category id: name}`` in ascending id order.
-        image_ids: the ids of the items, ascending.
     """
 
     def __init__(
@@ -75,124 +82,225 @@ class CocoDetection(torch.utils.data.Dataset):
         self.root = Path(root)
         self.ann_file = Path(ann_file)
         self.transforms = transforms
-        self.coco = load_coco_json(self.ann_file)
-        categories = sorted(self.coco.dataset["categories"], key=lambda c: c["id"])
+        data = read_coco_json(self.ann_file, segmentation=False)
+        categories = sorted(data["categories"], key=lambda c: c["id"])
         self.categories = {int(c["id"]): str(c["name"]) for c in categories}
-        self._boxes, self._labels = self._parse_annotations()
-        ids = sorted(self.coco.imgs)
+        with _collector_paused():
+            self._table = CompactAnnotations.from_json(self.ann_file, data, self.categories)
+        del data, categories
+        release_freed_memory()
+        num_images = len(self._table.image_ids)
+        rows = np.arange(num_images)
         if filter_empty:
-            ids = [i for i in ids if len(self._labels[i]) > 0]
-            if len(ids) < len(self.coco.imgs):
+            rows = rows[np.diff(self._table.starts) > 0]
+            if len(rows) < num_images:
                 _warn_once(
                     "%s: left out %d of %d images without a usable box (filter_empty)",
-                    self.ann_file, len(self.coco.imgs) - len(ids), len(self.coco.imgs),
+                    self.ann_file, num_images - len(rows), num_images,
                 )
-        self.image_ids: list[int] = ids
+        self._rows = rows  # item index -> row of the table
 
-    def _parse_annotations(self) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
-        """Checks every annotation; returns per image ``boxes (N, 4)`` xyxy and ``labels (N,)``."""
-        boxes: dict[int, list[list[float]]] = {i: [] for i in self.coco.imgs}
-        labels: dict[int, list[int]] = {i: [] for i in self.coco.imgs}
-        degenerate = []
-        for ann in self.coco.dataset.get("annotations", []):
-            box = self._check_annotation(ann)
-            if ann.get("iscrowd", 0):
-                continue
-            if box[2] <= box[0] or box[3] <= box[1]:
-                degenerate.append(f"annotation id {ann['id']} field bbox = {ann['bbox']}")
-                continue
-            boxes[ann["image_id"]].append(box)
-            labels[ann["image_id"]].append(ann["category_id"])
-        if degenerate:
-            _warn_once(
-                "%s: left out %d boxes with zero width or height inside the image: %s",
-                self.ann_file, len(degenerate), "; ".join(degenerate[:10]),
-            )
-        return (
-            {i: np.array(b, dtype=np.float32).reshape(-1, 4) for i, b in boxes.items()},
-            {i: np.array(l, dtype=np.int64) for i, l in labels.items()},
-        )
+    @property
+    def image_ids(self) -> list[int]:
+        """The ids of the items, ascending (a new list at each call)."""
+        return self._table.image_ids[self._rows].tolist()
 
-    def _check_annotation(self, ann: dict[str, Any]) -> list[float]:
-        """Validates one annotation; returns its box as ``x1, y1, x2, y2`` clipped to the image."""
-        where = f"{self.ann_file}: annotation id {ann['id']}"
-        if ann["image_id"] not in self.coco.imgs:
-            raise ValueError(f"{where}: field image_id = {ann['image_id']!r} is not among the json's images")
-        if ann["category_id"] not in self.categories:
-            raise ValueError(
-                f"{where}: field category_id = {ann['category_id']!r} is not among the json's categories "
-                f"{sorted(self.categories)}"
-            )
-        bbox = ann["bbox"]
-        if (
-            not isinstance(bbox, (list, tuple))
-            or len(bbox) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
-        ):
-            raise ValueError(f"{where}: field bbox = {bbox!r}, expected 4 finite numbers [x, y, width, height]")
-        x, y, w, h = (float(v) for v in bbox)
-        if w < 0 or h < 0:
-            raise ValueError(f"{where}: field bbox = {bbox!r} has a negative width or height ([x, y, width, height])")
-        image = self.coco.imgs[ann["image_id"]]
-        width, height = image["width"], image["height"]
-        x1, x2 = (min(max(v, 0.0), width) for v in (x, x + w))
-        y1, y2 = (min(max(v, 0.0), height) for v in (y, y + h))
-        return [x1, y1, x2, y2]
+    def load_coco(self) -> COCO:
+        """A ``pycocotools`` index of the whole json, crowd annotations included, for evaluation.
+
+        Read anew at each call and not kept: a training dataset never holds it.
+        """
+        return load_coco_json(self.ann_file)
 
     def __len__(self) -> int:
-        return len(self.image_ids)
+        return len(self._rows)
 
     def image_info(self, index: int) -> dict[str, Any]:
         """``file_name`` (relative to ``root``), ``path``, ``height``, ``width``, ``image_id`` and
         ``record`` (names the annotation in messages); no decoding."""
-        image_id = self.image_ids[index]
-        image = self.coco.imgs[image_id]
+        row = self._rows[index]
+        table = self._table
+        image_id = int(table.image_ids[row])
+        file_name = table.file_name(row)
         return {
-            "file_name": image["file_name"],
-            "path": str(self.root / image["file_name"]),
-            "height": int(image["height"]),
-            "width": int(image["width"]),
+            "file_name": file_name,
+            "path": str(self.root / file_name),
+            "height": int(table.heights[row]),
+            "width": int(table.widths[row]),
             "image_id": image_id,
             "record": f"{self.ann_file} image id {image_id}",
         }
 
     def annotations(self, index: int) -> dict[str, Any]:
         """The target of item ``index`` before transforms, without decoding the image."""
-        image_id = self.image_ids[index]
-        image = self.coco.imgs[image_id]
+        row = self._rows[index]
+        boxes, labels = self._table.targets(row)
         return {
-            "boxes": torch.tensor(self._boxes[image_id]),  # a copy: callers may edit targets in place
-            "labels": torch.tensor(self._labels[image_id]),
-            "image_id": image_id,
-            "orig_size": (int(image["height"]), int(image["width"])),
+            "boxes": torch.tensor(boxes),  # a copy: callers may edit targets in place
+            "labels": torch.tensor(labels),
+            "image_id": int(self._table.image_ids[row]),
+            "orig_size": (int(self._table.heights[row]), int(self._table.widths[row])),
         }
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
         info = self.image_info(index)
-        image_id, record = info["image_id"], info["record"]
+        record = info["record"]
         rgb = read_annotated_image(info["path"], info["height"], info["width"], record)
-        boxes, labels = self._boxes[image_id], self._labels[image_id]
+        boxes, labels = self._table.targets(self._rows[index])
         if self.transforms is not None:
             rgb, boxes, labels = run_transforms(self.transforms, rgb, boxes, labels, record)
         target = {
             "boxes": torch.tensor(boxes, dtype=torch.float32),
             "labels": torch.tensor(labels, dtype=torch.int64),
-            "image_id": image_id,
+            "image_id": info["image_id"],
             "orig_size": (info["height"], info["width"]),
         }
         return image_to_tensor(rgb), target
 
 
-def load_coco_json(ann_file: Path) -> COCO:
-    """Reads and indexes a COCO json, with errors that name the file, record and field.
+@dataclass(frozen=True)
+class CompactAnnotations:
+    """The training view of a COCO json in numpy arrays, one row per image in ascending id order.
 
-    Every record is checked before pycocotools indexes it, so that a missing or
-    mistyped field is this module's error rather than a ``KeyError`` inside pycocotools.
+    ``I`` images, ``B`` usable boxes (no crowd, no zero-size box). The boxes of
+    row ``r`` are ``boxes[starts[r]:starts[r + 1]]``, in json order; its file
+    name is the UTF-8 bytes ``names[name_starts[r]:name_starts[r + 1]]``. The
+    arrays are read-only: items hand out views of them.
+    """
+
+    image_ids: np.ndarray  # int64 (I,)
+    heights: np.ndarray  # int64 (I,)
+    widths: np.ndarray  # int64 (I,)
+    names: np.ndarray  # uint8, all file names concatenated
+    name_starts: np.ndarray  # int64 (I + 1,)
+    starts: np.ndarray  # int64 (I + 1,)
+    boxes: np.ndarray  # float32 (B, 4), x1, y1, x2, y2 clipped to the image
+    labels: np.ndarray  # int64 (B,), category ids
+
+    def __post_init__(self) -> None:
+        for array in vars(self).values():
+            array.flags.writeable = False
+
+    def file_name(self, row: int) -> str:
+        """The ``file_name`` of one row."""
+        return self.names[self.name_starts[row]:self.name_starts[row + 1]].tobytes().decode()
+
+    def targets(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """``boxes (N, 4)`` and ``labels (N,)`` of one row, read-only views."""
+        start, end = self.starts[row], self.starts[row + 1]
+        return self.boxes[start:end], self.labels[start:end]
+
+    @classmethod
+    def from_json(cls, ann_file: Path, data: dict[str, Any], categories: dict[int, str]) -> CompactAnnotations:
+        """Checks every annotation of ``data`` (as :func:`read_coco_json` returns it) and packs the usable boxes."""
+        images = sorted(data["images"], key=lambda im: im["id"])
+        row_of = {im["id"]: row for row, im in enumerate(images)}
+        names = [im["file_name"].encode() for im in images]
+        flat_boxes: list[float] = []
+        labels: list[int] = []
+        rows: list[int] = []
+        degenerate = []
+        for ann in data["annotations"]:
+            box = _check_annotation(ann_file, ann, row_of, images, categories)
+            if ann["iscrowd"]:
+                continue
+            if box[2] <= box[0] or box[3] <= box[1]:
+                degenerate.append(f"annotation id {ann['id']} field bbox = {ann['bbox']}")
+                continue
+            flat_boxes.extend(box)
+            labels.append(ann["category_id"])
+            rows.append(row_of[ann["image_id"]])
+        if degenerate:
+            _warn_once(
+                "%s: left out %d boxes with zero width or height inside the image: %s",
+                ann_file, len(degenerate), "; ".join(degenerate[:10]),
+            )
+        row_array = np.array(rows, dtype=np.int64)
+        order = np.argsort(row_array, kind="stable")  # by image, json order within an image
+        return cls(
+            image_ids=np.array([im["id"] for im in images], dtype=np.int64),
+            heights=np.array([im["height"] for im in images], dtype=np.int64),
+            widths=np.array([im["width"] for im in images], dtype=np.int64),
+            names=np.frombuffer(b"".join(names), dtype=np.uint8).copy(),
+            name_starts=_offsets([len(n) for n in names]),
+            starts=_offsets(np.bincount(row_array, minlength=len(images))),
+            boxes=np.array(flat_boxes, dtype=np.float32).reshape(-1, 4)[order],
+            labels=np.array(labels, dtype=np.int64)[order],
+        )
+
+
+def _offsets(counts: Any) -> np.ndarray:
+    """``[0, c0, c0 + c1, ...]``: where each run starts, and the end."""
+    return np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+
+
+def _check_annotation(
+    ann_file: Path, ann: dict[str, Any], row_of: dict[int, int], images: list[dict[str, Any]], categories: dict[int, str]
+) -> list[float]:
+    """Validates one annotation; returns its box as ``x1, y1, x2, y2`` clipped to the image."""
+    where = f"{ann_file}: annotation id {ann['id']}"
+    if ann["image_id"] not in row_of:
+        raise ValueError(f"{where}: field image_id = {ann['image_id']!r} is not among the json's images")
+    if ann["category_id"] not in categories:
+        raise ValueError(
+            f"{where}: field category_id = {ann['category_id']!r} is not among the json's categories "
+            f"{sorted(categories)}"
+        )
+    bbox = ann["bbox"]
+    if (
+        not isinstance(bbox, (list, tuple))
+        or len(bbox) != 4
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
+    ):
+        raise ValueError(f"{where}: field bbox = {bbox!r}, expected 4 finite numbers [x, y, width, height]")
+    x, y, w, h = (float(v) for v in bbox)
+    if w < 0 or h < 0:
+        raise ValueError(f"{where}: field bbox = {bbox!r} has a negative width or height ([x, y, width, height])")
+    image = images[row_of[ann["image_id"]]]
+    width, height = image["width"], image["height"]
+    x1, x2 = (min(max(v, 0.0), width) for v in (x, x + w))
+    y1, y2 = (min(max(v, 0.0), height) for v in (y, y + h))
+    return [x1, y1, x2, y2]
+
+
+def release_freed_memory() -> None:
+    """Collects garbage and gives glibc's free heap pages back to the system.
+
+    Without ``malloc_trim`` much of a dropped json's memory would stay in the
+    process as free heap, and every forked DataLoader worker would inherit it.
+    """
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def load_coco_json(ann_file: Path) -> COCO:
+    """A ``pycocotools`` index of a COCO json (for evaluation), read by :func:`read_coco_json`."""
+    coco = COCO()
+    coco.dataset = read_coco_json(ann_file)
+    with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress
+        coco.createIndex()
+    return coco
+
+
+def read_coco_json(ann_file: Path, segmentation: bool = True) -> dict[str, Any]:
+    """Reads a COCO json, with errors that name the file, record and field.
+
+    Every record is checked, so that a missing or mistyped field is this
+    module's error rather than a ``KeyError`` later (in pycocotools, say).
+    Annotations without ``iscrowd`` or ``area`` get them (see :func:`_fill_optional_fields`).
+
+    Args:
+        segmentation: keep the annotations' ``segmentation``; without it each is
+            dropped as soon as it is parsed, which at COCO scale more than halves
+            the memory the parsed json needs at its peak.
     """
     if not ann_file.is_file():
         raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
     try:
-        data = json.loads(ann_file.read_bytes())
+        with _collector_paused():
+            data = json.loads(ann_file.read_bytes(), object_hook=None if segmentation else _without_segmentation)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{ann_file}: not valid JSON: {e}") from e
     if not isinstance(data, dict):
@@ -203,11 +311,28 @@ def load_coco_json(ann_file: Path) -> COCO:
             raise ValueError(f"{ann_file}: missing list {key!r} (keys found: {sorted(data)})")
         _check_records(ann_file, key, data[key])
     _fill_optional_fields(ann_file, data["annotations"])
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress
-        coco.createIndex()
-    return coco
+    return data
+
+
+def _without_segmentation(record: dict[str, Any]) -> dict[str, Any]:
+    record.pop("segmentation", None)
+    return record
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pauses the cyclic garbage collector while a json's millions of objects are made.
+
+    They are not garbage, yet each full collection that their number triggers
+    visits them all: a third of the time of reading a COCO-sized json.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # The fields each record must have, with their JSON types (COCO's ids are integers).

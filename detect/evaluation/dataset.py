@@ -38,7 +38,7 @@ def evaluate_detections(dataset: Dataset, results: list[dict[str, Any]]) -> Eval
     names = dict(sorted(dataset.categories.items()))
     if isinstance(dataset, VOCDetection):
         return _evaluate_voc(dataset, results, names)
-    coco = evaluate_coco(dataset.coco, results, names)
+    coco = evaluate_coco(dataset.load_coco(), results, names)
     return EvaluationReport(coco.to_json(), coco.summary, coco.curves)
 
 
