@@ -10,7 +10,7 @@ caller's memory counts) and reports:
   time is the steadier figure on a shared machine);
 - ``rss_baseline_mb``: the process after importing torch and detect, before the build;
   ``rss_after_build_mb`` after it, ``rss_dataset_mb`` the difference, ``peak_rss_mb`` the high-water mark;
-- ``workers``: for each DataLoader worker (forked, as on Linux by default) after
+- ``workers``: for each DataLoader worker (forked as training forks them) after
   it has read ``items`` random items' ``annotations`` and ``image_info`` (the
   annotation arrays; no image is decoded, so no image file is needed), its own
   memory: ``uss_mb`` (``Private_Clean + Private_Dirty`` of ``/proc/PID/smaps_rollup``),
@@ -153,8 +153,11 @@ def _own_memory_mb() -> dict[str, float]:
 
 
 def _worker_figures(dataset: Any, workers: int, items: int) -> list[dict[str, Any]]:
-    """Forks ``workers`` DataLoader workers that each read ``items`` items of ``dataset`` and report their memory."""
+    """Forks ``workers`` DataLoader workers, as training does, that each read ``items`` items of
+    ``dataset`` and report their memory."""
     import torch
+
+    from detect.data.loader import start_workers
 
     class Reader(torch.utils.data.IterableDataset):
         def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -173,7 +176,7 @@ def _worker_figures(dataset: Any, workers: int, items: int) -> list[dict[str, An
     loader = torch.utils.data.DataLoader(
         Reader(), batch_size=None, num_workers=workers, multiprocessing_context="fork"
     )
-    return sorted(loader, key=lambda r: r["worker"])
+    return sorted(start_workers(loader), key=lambda r: r["worker"])
 
 
 def _measure(ann_file: Path, workers: int, items: int) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from detect.config import Config, save_config
 from detect.data.build import build_dataset, dataset_classes
 from detect.data.image_io import to_float_image
-from detect.data.loader import DetectionDataset, build_train_loader, stop_workers
+from detect.data.loader import DetectionDataset, build_train_loader, start_workers, stop_workers
 from detect.engine.distributed import (
     all_gather_objects,
     broadcast_batchnorm_statistics,
@@ -169,7 +169,7 @@ def _loop(ddp_model: nn.Module, loader, start_iter: int, output_dir: Path, state
     log = (output_dir / "log.jsonl").open("a") if main else None
     bar = tqdm(total=cfg.train.max_iter, initial=start_iter, desc="train", unit="it", disable=not main, dynamic_ncols=True)
     ddp_model.train()
-    batches = iter(loader)
+    batches = start_workers(loader)
     window = LossWindow()
     try:
         for iteration in range(start_iter, cfg.train.max_iter):
