@@ -45,8 +45,8 @@ def _warn_once(message: str, *args: Any) -> None:
 class CocoDetection(torch.utils.data.Dataset):
     """Images and boxes of a COCO instances json.
 
-    Items are ``(image, target)``: ``image`` is ``float32 Tensor[3, H, W]`` in
-    0..1 and ``target`` holds
+    Items are ``(image, target)``: ``image`` is ``uint8 Tensor[3, H, W]`` RGB
+    (``detect.data.image_io.to_float_image`` makes the model's input) and ``target`` holds
 
     - ``boxes``: ``float32 Tensor[N, 4]``, absolute pixel ``x1, y1, x2, y2``;
     - ``labels``: ``int64 Tensor[N]``, the json's own category ids (not contiguous);
