@@ -44,5 +44,6 @@ def markdown(result: dict) -> str:
         for pair, sizes in pairs.items():
             for size, a in sizes.items():
                 lines.append(f"{mode} {size} {pair}: {a['detections'][0]} and {a['detections'][1]} detections, "
-                             f"{a['matched'][0]} and {a['matched'][1]} matched by the other ({'agree' if a['agree'] else 'DIFFER'})")
+                             f"{a['matched'][0]} and {a['matched'][1]} matched by the other (IoU > {a['min_iou']}, "
+                             f"score within {a['score_tol']})")
     return "\n".join(lines)

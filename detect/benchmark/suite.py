@@ -23,8 +23,14 @@ from detect.benchmark.weights import SEED, make_realistic, read_images
 from detect.benchmark.worker import MODES
 from detect.export import match_detections
 
-# (min IoU, max score gap) for "the same detection", per mode: bf16 rounds logits to ~3 digits.
-AGREEMENT = {"fp32": (0.99, 1e-3), "bf16-cl": (0.9, 0.05)}
+# (min IoU, max score gap) for "the same detection" as torchvision's, per peer and mode: bf16
+# rounds logits to ~3 digits; Detectron2's unrounded anchors move its boxes slightly.
+AGREEMENT = {
+    ("detect", "fp32"): (0.99, 1e-3),
+    ("detect", "bf16-cl"): (0.9, 0.05),
+    ("detectron2", "fp32"): (0.9, 0.05),
+    ("detectron2", "bf16-cl"): (0.9, 0.05),
+}
 
 
 @dataclass(frozen=True)
@@ -89,19 +95,21 @@ def host_info() -> dict:
 
 def realistic_weights(work: Work, image_paths: list[str], size: tuple[int, int]) -> dict[str, torch.Tensor]:
     """torchvision's seeded model, made realistic on the images at ``size`` (see weights.make_realistic)."""
-    model = Torchvision(None, work).model
-    make_realistic(model, read_images(image_paths, size), SEED)
-    return model.state_dict()
+    peer = Torchvision(None, work)
+    peer.set_size(*size)
+    make_realistic(peer.model, read_images(image_paths, size), SEED)
+    return peer.model.state_dict()
 
 
-def agreement(expected: dict, got: dict, mode: str) -> dict:
-    """How many of each side's detections the other has (same label, IoU and score within AGREEMENT)."""
-    min_iou, score_tol = AGREEMENT[mode]
+def agreement(expected: dict, got: dict, min_iou: float, score_tol: float) -> dict:
+    """How many of each side's detections the other has (same label, IoU above ``min_iou``, score within ``score_tol``)."""
     got_matched = match_detections(got, expected, min_iou, score_tol)
     expected_matched = match_detections(expected, got, min_iou, score_tol)
     return {
         "detections": [len(expected["boxes"]), len(got["boxes"])],
         "matched": [int(expected_matched.sum()), int(got_matched.sum())],
+        "min_iou": min_iou,
+        "score_tol": score_tol,
         "agree": bool(expected_matched.all() and got_matched.all() and len(expected["boxes"]) > 0),
     }
 
@@ -155,7 +163,9 @@ def run_benchmark(plan: Plan, image_paths: list[str], peers: list[str] | None = 
                 detections[peer] = torch.load(out.with_suffix(".pt"))
             result["modes"][mode] = figures
             result["agreement"][mode] = {
-                f"torchvision-{peer}": {size: agreement(detections["torchvision"][size], d, mode) for size, d in detections[peer].items()}
+                f"torchvision-{peer}": {
+                    size: agreement(detections["torchvision"][size], d, *AGREEMENT[peer, mode]) for size, d in detections[peer].items()
+                }
                 for peer in peers
                 if peer != "torchvision"
             }

@@ -23,7 +23,7 @@ SEED = 0
 NUM_CLASSES = 91  # torchvision's COCO predictor: background and category ids 1..90
 # Standard deviation of the RPN's objectness logits, its box deltas, and the class logits after
 # calibration: sharp enough that proposals rank like a trained RPN's and detections clear 0.05.
-RPN_LOGIT_STD = 3.0
+RPN_LOGIT_STD = 2.5
 RPN_DELTA_STD = 0.3
 CLASS_LOGIT_STD = 3.0
 
@@ -59,8 +59,8 @@ def make_realistic(model: FasterRCNN, images: list[Tensor], seed: int) -> None:
     One forward pass of torchvision's ``model`` (eval mode): each BN, when first called,
     takes its input's per-channel mean and variance as running statistics, so that it
     standardises, and a random scale in 0.5..1.5 and shift in -0.2..0.2 (so that the
-    channels differ, as trained ones do). The RPN's and the predictor's last layers are
-    scaled to the output spreads above on the same pass.
+    channels differ, as trained ones do). The FPN's output convs are scaled to a unit
+    spread, the RPN's and the predictor's last layers to the spreads above, on the same pass.
     """
     generator = torch.Generator().manual_seed(seed)
     hooks = []
@@ -81,6 +81,8 @@ def make_realistic(model: FasterRCNN, images: list[Tensor], seed: int) -> None:
         return hook
 
     targets = [(bn, standardise) for bn in model.modules() if isinstance(bn, FrozenBatchNorm2d)]
+    # unit-spread FPN levels, as trained ones have: else the coarse levels' RPN logits saturate the sigmoid
+    targets += [(block[0], scale_to(block[0], 1.0)) for block in model.backbone.fpn.layer_blocks]
     predictor = model.roi_heads.box_predictor
     targets += [
         (model.rpn.head.cls_logits, scale_to(model.rpn.head.cls_logits, RPN_LOGIT_STD)),
