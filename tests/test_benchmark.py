@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import DATA, REPO
+
 from detect.benchmark.peers import Work, build_peer
 from detect.benchmark.suite import TOY, detectron2_version, realistic_weights
 from detect.benchmark.weights import detectron2_state_dict, read_images

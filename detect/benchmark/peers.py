@@ -15,7 +15,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from detect.config import IMAGENET_MEAN, IMAGENET_STD, SHIPPED_ROOT, load_config
@@ -44,7 +43,7 @@ class Work:
         """detect's values in configs/frcnn_r50_fpn_coco.py (torchvision's defaults too), with ``overrides``."""
         model = load_config(CONFIG, check_device=False).model
         rpn, heads = model.rpn, model.roi_heads
-        values = dict(
+        work = cls(
             pre_nms_topk_train=rpn.pre_nms_topk_train,
             post_nms_topk_train=rpn.post_nms_topk_train,
             pre_nms_topk_test=rpn.pre_nms_topk_test,
@@ -56,7 +55,7 @@ class Work:
             nms_thresh=heads.nms_thresh,
             detections_per_image=heads.detections_per_image,
         )
-        return cls(**{**values, **overrides})
+        return dataclasses.replace(work, **overrides)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -163,7 +162,11 @@ class Detectron2(Peer):
         from detectron2.config import get_cfg
         from detectron2.modeling import build_model
 
-        from detect.benchmark.weights import NUM_CLASSES, TRAINABLE_LAYERS, detectron2_state_dict
+        from detect.benchmark.weights import (
+            NUM_CLASSES,
+            TRAINABLE_LAYERS,
+            detectron2_state_dict,
+        )
 
         cfg = get_cfg()
         cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))

@@ -10,9 +10,9 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torchvision
@@ -61,7 +61,7 @@ TOY = Plan(
     gt_size=(96, 128),
     batch_sizes=[1, 2],
     batch_size_size=(96, 128),
-    warmup=1,
+    warmup=0,
     repeats=1,
     work={"post_nms_topk_test": 100, "post_nms_topk_train": 200, "roi_batch_size_per_image": 64},
 )
@@ -143,8 +143,9 @@ def run_benchmark(plan: Plan, image_paths: list[str], peers: list[str] | None = 
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights.pt"
         torch.save(realistic_weights(work, image_paths, calibration_size), weights)
+        detections = {}
         for mode in MODES:
-            figures, detections = {}, {}
+            figures, detections[mode] = {}, {}
             for peer in peers:
                 log(f"{mode}: {peer}")
                 spec = {
@@ -160,13 +161,22 @@ def run_benchmark(plan: Plan, image_paths: list[str], peers: list[str] | None = 
                 spec_path.write_text(json.dumps(spec))
                 subprocess.run([sys.executable, "-m", "detect.benchmark.worker", str(spec_path), str(out)], check=True, env=env)
                 figures[peer] = json.loads(out.read_text())
-                detections[peer] = torch.load(out.with_suffix(".pt"))
+                detections[mode][peer] = torch.load(out.with_suffix(".pt"))
             result["modes"][mode] = figures
             result["agreement"][mode] = {
                 f"torchvision-{peer}": {
-                    size: agreement(detections["torchvision"][size], d, *AGREEMENT[peer, mode]) for size, d in detections[peer].items()
+                    size: agreement(detections[mode]["torchvision"][size], d, *AGREEMENT[peer, mode])
+                    for size, d in detections[mode][peer].items()
                 }
                 for peer in peers
                 if peer != "torchvision"
             }
+        # bf16 against fp32 of the same weights: how far bf16 rounding alone moves each peer's detections
+        result["agreement"]["fp32 vs bf16-cl"] = {
+            f"torchvision-{peer}": {
+                size: agreement(detections["fp32"]["torchvision"][size], d, *AGREEMENT["detect", "bf16-cl"])
+                for size, d in detections["bf16-cl"][peer].items()
+            }
+            for peer in peers
+        }
     return result

@@ -9,6 +9,7 @@ score clears the 0.05 threshold. :func:`make_realistic` fixes that on real image
 from __future__ import annotations
 
 import re
+
 import cv2
 import torch
 import torch.nn.functional as F

@@ -16,13 +16,14 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from detect.benchmark.peers import Peer, Work, build_peer
+from detect.benchmark.peers import Work, build_peer
 from detect.benchmark.weights import read_images
 from detect.engine.inference import autocast
 
