@@ -33,7 +33,7 @@ quickstart: env
 	$(PY) tools/plot.py $(QUICKSTART)
 	@echo "metrics: $(QUICKSTART)/metrics.json, detections: $(QUICKSTART)/detections/, plots: $(QUICKSTART)/*.png"
 
-# Inference and training-step times beside torchvision's model (about 15 minutes on a CPU);
+# Inference and training-step times beside torchvision's model (a long run on a CPU);
 # BENCH_PY=<a Python that imports detectron2> adds Detectron2's column.
 BENCH_PY ?= $(PY)
 benchmark: env

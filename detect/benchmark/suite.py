@@ -18,8 +18,8 @@ import torch
 import torchvision
 
 import detect
+from detect.benchmark import weights as realistic
 from detect.benchmark.peers import PEERS, Torchvision, Work
-from detect.benchmark.weights import SEED, make_realistic, read_images
 from detect.benchmark.worker import MODES
 from detect.export import match_detections
 
@@ -97,7 +97,7 @@ def realistic_weights(work: Work, image_paths: list[str], size: tuple[int, int])
     """torchvision's seeded model, made realistic on the images at ``size`` (see weights.make_realistic)."""
     peer = Torchvision(None, work)
     peer.set_size(*size)
-    make_realistic(peer.model, read_images(image_paths, size), SEED)
+    realistic.make_realistic(peer.model, realistic.read_images(image_paths, size), realistic.SEED)
     return peer.model.state_dict()
 
 
@@ -114,13 +114,26 @@ def agreement(expected: dict, got: dict, min_iou: float, score_tol: float) -> di
     }
 
 
+def _run_worker(spec: dict, stem: Path) -> tuple[dict, dict]:
+    """One peer in one mode in a fresh process (detect imported from where this process has it)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(detect.__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
+    spec_path, out = stem.with_suffix(".spec.json"), stem.with_suffix(".json")
+    spec_path.write_text(json.dumps(spec))
+    subprocess.run([sys.executable, "-m", "detect.benchmark.worker", str(spec_path), str(out)], check=True, env=env)
+    return json.loads(out.read_text()), torch.load(out.with_suffix(".pt"))
+
+
 def run_benchmark(plan: Plan, image_paths: list[str], peers: list[str] | None = None, log: Callable[[str], None] = print) -> dict:
     """``peers`` (default: all importable here) in every mode, each in its own process; the JSON-ready result."""
     work = Work.from_detect_config(**plan.work)
     if peers is None:
         peers = [p for p in PEERS if p != "detectron2" or detectron2_version() is not None]
-    elif unknown := set(peers) - set(PEERS) or ("detectron2" in peers and detectron2_version() is None and {"detectron2"}):
-        raise ValueError(f"peers {sorted(unknown)} are unknown or not importable; known: {', '.join(PEERS)}")
+    if unknown := set(peers) - set(PEERS):
+        raise ValueError(f"unknown peers {sorted(unknown)}; known: {', '.join(PEERS)}")
+    if "detectron2" in peers and detectron2_version() is None:
+        raise ValueError(f"peer detectron2: {sys.executable} cannot import detectron2")
+    if "torchvision" not in peers:
+        raise ValueError("the peers must include torchvision, the reference the others' detections are checked against")
     peers = [p for p in PEERS if p in peers]
     calibration_size = min(plan.inference_sizes)
     log(f"calibrating the weights on {len(image_paths)} images at {calibration_size[0]}x{calibration_size[1]}")
@@ -130,8 +143,14 @@ def run_benchmark(plan: Plan, image_paths: list[str], peers: list[str] | None = 
         "work": {**work.as_dict(), "source": "detect's configs/frcnn_r50_fpn_coco.py (torchvision's defaults); torchvision and Detectron2 set to these"},
         "inputs": "the same images for every peer, resized (bilinear) to the test size beforehand; torchvision and detect "
         "run their identity-scale resize (min_size, max_size = the image's)",
-        "weights": f"torchvision fasterrcnn_resnet50_fpn seeded {SEED}, frozen BN set from real images ({len(image_paths)} at "
-        f"{calibration_size[0]}x{calibration_size[1]}), RPN and class logits scaled; converted to detect and Detectron2",
+        "weights": {
+            "how": "torchvision's fasterrcnn_resnet50_fpn seeded; frozen BN set from real images, FPN levels, RPN and class "
+            "logits scaled (detect/benchmark/weights.py); converted to detect and Detectron2",
+            "seed": realistic.SEED,
+            "calibration_images": len(image_paths),
+            "calibration_size": calibration_size,
+            **{k.lower(): getattr(realistic, k) for k in ("RPN_LOGIT_STD", "RPN_DELTA_STD", "CLASS_LOGIT_STD", "BACKGROUND_LOGIT")},
+        },
         "memory": "VmHWM of the peer's process during one call, reset before it; peak_rss_mib absolute, peak_rss_increase_mib over the resident set before the call",
         "detectron2": "included" if "detectron2" in peers else (
             "absent: not asked for" if detectron2_version() else "absent: detectron2 is not importable by this Python"
@@ -139,29 +158,17 @@ def run_benchmark(plan: Plan, image_paths: list[str], peers: list[str] | None = 
         "modes": {},
         "agreement": {},
     }
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(detect.__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
     with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "weights.pt"
-        torch.save(realistic_weights(work, image_paths, calibration_size), weights)
+        weights_path = Path(tmp) / "weights.pt"
+        torch.save(realistic_weights(work, image_paths, calibration_size), weights_path)
+        base = {**dataclasses.asdict(plan), "weights": str(weights_path), "images": image_paths, "work": work.as_dict(), "seed": realistic.SEED}
         detections = {}
         for mode in MODES:
             figures, detections[mode] = {}, {}
             for peer in peers:
                 log(f"{mode}: {peer}")
-                spec = {
-                    **dataclasses.asdict(plan),
-                    "peer": peer,
-                    "mode": mode,
-                    "weights": str(weights),
-                    "images": image_paths,
-                    "work": work.as_dict(),
-                    "seed": SEED,
-                }
-                spec_path, out = Path(tmp) / f"{peer}-{mode}.spec.json", Path(tmp) / f"{peer}-{mode}.json"
-                spec_path.write_text(json.dumps(spec))
-                subprocess.run([sys.executable, "-m", "detect.benchmark.worker", str(spec_path), str(out)], check=True, env=env)
-                figures[peer] = json.loads(out.read_text())
-                detections[mode][peer] = torch.load(out.with_suffix(".pt"))
+                spec = {**base, "peer": peer, "mode": mode}
+                figures[peer], detections[mode][peer] = _run_worker(spec, Path(tmp) / f"{peer}-{mode}")
             result["modes"][mode] = figures
             result["agreement"][mode] = {
                 f"torchvision-{peer}": {
@@ -171,6 +178,9 @@ def run_benchmark(plan: Plan, image_paths: list[str], peers: list[str] | None = 
                 for peer in peers
                 if peer != "torchvision"
             }
+        for size, a in result["agreement"]["fp32"].get("torchvision-detect", {}).items():
+            if not a["agree"]:
+                log(f"warning: at {size} detect's fp32 detections differ from torchvision's; the times compare different work")
         # bf16 against fp32 of the same weights: how far bf16 rounding alone moves each peer's detections
         result["agreement"]["fp32 vs bf16-cl"] = {
             f"torchvision-{peer}": {
