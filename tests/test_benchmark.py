@@ -13,7 +13,7 @@ from conftest import DATA, REPO
 from detect.benchmark.peers import Work, build_peer
 from detect.benchmark.suite import TOY, detectron2_version, realistic_weights
 from detect.benchmark.weights import detectron2_state_dict, read_images
-from detect.benchmark.worker import INFERENCE_STAGES, TRAIN_STAGES
+from detect.benchmark.worker import INFERENCE_STAGES, TRAIN_STAGES, proposal_count
 from detect.export import match_detections
 from detect.models.detectron2_compat import convert_model_zoo
 from detect.models.torchvision_compat import convert_fasterrcnn_resnet50_fpn
@@ -32,7 +32,7 @@ def weights(one_thread):
 def _run(peer, image: torch.Tensor) -> tuple[dict, int]:
     """Detections of one image and the number of proposals the peer's RPN kept."""
     counts = []
-    peer.stage_modules()["rpn"].register_forward_hook(lambda _, __, out: counts.append(len(out[0].boxes if hasattr(out[0], "boxes") else out[0][0])))
+    peer.stage_modules()["rpn"].register_forward_hook(lambda _, __, output: counts.append(proposal_count(output)))
     peer.model.eval()
     peer.set_size(*SIZE)
     with torch.no_grad():

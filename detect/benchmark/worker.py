@@ -98,7 +98,8 @@ def _layout(image: Tensor, channels_last: bool) -> Tensor:
     return image.permute(1, 2, 0).contiguous().permute(2, 0, 1) if channels_last else image
 
 
-def _proposal_count(output: tuple) -> int:
+def proposal_count(output: tuple) -> int:
+    """The number of proposals of a one-image batch, from the output of a peer's RPN."""
     proposals = output[0]  # detect: Proposals of all images; torchvision: boxes per image; Detectron2: Instances per image
     return len(proposals.boxes if hasattr(proposals, "boxes") else proposals[0])
 
@@ -114,7 +115,7 @@ def run(spec: dict) -> tuple[dict, dict]:
         model.to(memory_format=torch.channels_last)
     clock = StageClock(peer.stage_modules())
     counts: list[int] = []
-    peer.stage_modules()["rpn"].register_forward_hook(lambda _, __, output: counts.append(_proposal_count(output)))
+    peer.stage_modules()["rpn"].register_forward_hook(lambda _, __, output: counts.append(proposal_count(output)))
     results: dict[str, Any] = {"trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     detections = {}
 
