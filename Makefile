@@ -33,9 +33,11 @@ quickstart: env
 	$(PY) tools/plot.py $(QUICKSTART)
 	@echo "metrics: $(QUICKSTART)/metrics.json, detections: $(QUICKSTART)/detections/, plots: $(QUICKSTART)/*.png"
 
-# Inference and training-step times beside torchvision's model (minutes on a CPU).
+# Inference and training-step times beside torchvision's model (a long run on a CPU);
+# BENCH_PY=<a Python that imports detectron2> adds Detectron2's column.
+BENCH_PY ?= $(PY)
 benchmark: env
-	$(PY) tools/benchmark.py --json output/benchmark.json
+	PYTHONPATH=$(CURDIR) $(BENCH_PY) tools/benchmark.py --json docs/benchmark/cpu.json
 
 # On one CUDA GPU (under 8 minutes): the cuda tests, training and inference images/s beside torchvision,
 # peak memory, the loader's images/s per worker; writes docs/gpu.md and docs/gpu.json.
