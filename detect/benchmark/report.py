@@ -48,7 +48,8 @@ def markdown(result: dict) -> str:
         "over the resident set before the call.",
     ]
     for mode, figures in result["modes"].items():
-        lines += ["", f"**{mode}** (GT boxes at {gt_size}, batch {plan['train_batch']}; batch sizes at {batch_size})", ""]
+        scaling = f" (GT boxes at {gt_size}, batch {plan['train_batch']}; batch sizes at {batch_size})" if mode in plan["scaling_modes"] else ""
+        lines += ["", f"**{mode}**{scaling}", ""]
         lines += _table(figures, plan)
     lines.append("")
     for mode, pairs in result["agreement"].items():

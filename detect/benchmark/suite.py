@@ -45,6 +45,7 @@ class Plan:
     gt_size: tuple[int, int] = (800, 1333)
     batch_sizes: list[int] = field(default_factory=lambda: [1, 2, 4])
     batch_size_size: tuple[int, int] = (320, 512)
+    scaling_modes: list[str] = field(default_factory=lambda: ["fp32"])  # modes measured at every GT count and batch size
     warmup: int = 1
     repeats: int = 5
     work: dict = field(default_factory=dict)  # overrides of detect's config values (Work's fields)
@@ -63,6 +64,7 @@ TOY = Plan(
     batch_size_size=(96, 128),
     warmup=0,
     repeats=1,
+    scaling_modes=["fp32", "bf16-cl"],
     work={"post_nms_topk_test": 100, "post_nms_topk_train": 200, "roi_batch_size_per_image": 64},
 )
 

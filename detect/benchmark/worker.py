@@ -162,10 +162,18 @@ def run(spec: dict) -> tuple[dict, dict]:
 
     batch, gt = spec["train_batch"], spec["train_gt_boxes"]
     results["train"] = {f"{h}x{w}": train(batch, h, w, gt) for h, w in spec["train_sizes"]}
-    h, w = spec["gt_size"]
-    results["gt_boxes"] = {str(n): train(batch, h, w, n) for n in spec["gt_counts"]}
-    h, w = spec["batch_size_size"]
-    results["batch_size"] = {str(b): train(b, h, w, gt) for b in spec["batch_sizes"]}
+    results["gt_boxes"], results["batch_size"] = {}, {}
+    if spec["mode"] in spec["scaling_modes"]:
+
+        def train_once(b: int, h: int, w: int, n: int) -> dict[str, Any]:
+            """A step already measured in ``results["train"]`` is not measured again."""
+            same = b == batch and n == gt and f"{h}x{w}" in results["train"]
+            return results["train"][f"{h}x{w}"] if same else train(b, h, w, n)
+
+        h, w = spec["gt_size"]
+        results["gt_boxes"] = {str(n): train_once(batch, h, w, n) for n in spec["gt_counts"]}
+        h, w = spec["batch_size_size"]
+        results["batch_size"] = {str(b): train_once(b, h, w, gt) for b in spec["batch_sizes"]}
     return results, detections
 
 
