@@ -22,22 +22,19 @@ import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchvision.models import resnet50
-from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-from torchvision.ops import FrozenBatchNorm2d
 
-from detect.checkpoint import save_checkpoint
+from detect.benchmark.peers import CONFIG, Work, build_peer
+from detect.benchmark.suite import realistic_weights
+from detect.benchmark.weights import COCO8_IMAGES, read_images
+from detect.benchmark.worker import random_targets
 from detect.config import load_config
 from detect.data.build import build_dataset
 from detect.data.image_io import write_image
 from detect.data.loader import build_train_loader, stop_workers
-from detect.models import build_model
-from detect.models.torchvision_compat import convert_fasterrcnn_resnet50_fpn
 
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "frcnn_r50_fpn_coco.py"
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 LOADER_BATCH = 2  # images per batch while timing the loader; its figure is per image
+CALIBRATION_SIZE = (320, 512)  # the frozen-BN statistics are measured at this size, as in the CPU benchmark
 
 
 @dataclass(frozen=True)
@@ -84,41 +81,30 @@ def amp_modes(device: torch.device) -> tuple[str, ...]:
 
 
 def build_models(sizes: Sizes) -> dict[str, nn.Module]:
-    """``{"torchvision": ..., "detect": ...}`` on the CPU, with the same weights, input size ``sizes``."""
-    short, long = min(sizes.height, sizes.width), max(sizes.height, sizes.width)
-    heads, overrides = {}, []
+    """``{"torchvision": ..., "detect": ...}`` on the CPU, with the benchmark's realistic weights
+    (:mod:`detect.benchmark.weights`), taking images of ``sizes`` at that size."""
+    counts = {}
     if sizes.proposals:
-        heads.update({f"rpn_{n}_nms_top_n_{s}": sizes.proposals for n in ("pre", "post") for s in ("train", "test")})
-        overrides += [f"model.rpn.{n}_nms_topk_{s}={sizes.proposals}" for n in ("pre", "post") for s in ("train", "test")]
+        counts.update({f"{n}_nms_topk_{s}": sizes.proposals for n in ("pre", "post") for s in ("train", "test")})
     if sizes.rois:
-        heads["box_batch_size_per_image"] = sizes.rois
-        overrides.append(f"model.roi_heads.batch_size_per_image={sizes.rois}")
-    torch.manual_seed(0)
-    backbone = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3)  # stem and res2 frozen
-    reference = FasterRCNN(backbone, 91, min_size=short, max_size=long, **heads)
-    with torch.no_grad():  # sharper class scores, so random weights give detections above 0.05 to post-process
-        reference.roi_heads.box_predictor.cls_score.weight.mul_(4.0)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "weights.pth"
-        save_checkpoint(path, convert_fasterrcnn_resnet50_fpn(reference.state_dict()))
-        sizes_overrides = [f"model.input.min_size={short}", f"model.input.max_size={long}"]
-        cfg = load_config(CONFIG, [f"model.weights={path}", *sizes_overrides, *overrides])
-        model = build_model(cfg)
-    return {"torchvision": reference, "detect": model}
+        counts["roi_batch_size_per_image"] = sizes.rois
+    work = Work.from_detect_config(**counts)
+    calibration = (min(sizes.height, CALIBRATION_SIZE[0]), min(sizes.width, CALIBRATION_SIZE[1]))
+    state = realistic_weights(work, COCO8_IMAGES, calibration)
+    models = {}
+    for name in ("torchvision", "detect"):
+        peer = build_peer(name, state, work)
+        peer.set_size(sizes.height, sizes.width)
+        models[name] = peer.model
+    return models
 
 
 def synthetic_batch(sizes: Sizes, count: int) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
-    """``count`` smooth random float images ``[3, height, width]`` in 0..1 and 4 boxes each, on the CPU."""
+    """``count`` of coco8's photos at the models' input size, 4 random boxes each, on the CPU."""
     generator = torch.Generator().manual_seed(0)
-    h, w = sizes.height, sizes.width
-    images, targets = [], []
-    for _ in range(count):
-        coarse = torch.rand(1, 3, h // 8 + 1, w // 8 + 1, generator=generator)
-        images.append(nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)[0])
-        corners = torch.rand(4, 2, 2, generator=generator) * torch.tensor([w, h])
-        boxes = torch.cat([corners.min(dim=1).values, corners.max(dim=1).values + 8], dim=1).clamp(max=torch.tensor([w, h] * 2))
-        targets.append({"boxes": boxes, "labels": torch.randint(1, 91, (4,), generator=generator)})
-    return images, targets
+    paths = [COCO8_IMAGES[i % len(COCO8_IMAGES)] for i in range(count)]
+    images = read_images(paths, (sizes.height, sizes.width))
+    return images, [random_targets(4, sizes.height, sizes.width, generator) for _ in images]
 
 
 def _autocast(device: torch.device, amp: str):

@@ -18,14 +18,14 @@ from pathlib import Path
 
 from detect.benchmark.report import markdown
 from detect.benchmark.suite import TOY, Plan, run_benchmark
+from detect.benchmark.weights import COCO8_IMAGES
 from detect.tool_errors import exit_on_user_error
 
-DEFAULT_IMAGES = str(Path(__file__).resolve().parent.parent / "tests" / "data" / "coco8" / "images" / "*.jpg")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", default=DEFAULT_IMAGES, help="glob of the images (default: tests/data/coco8)")
+    parser.add_argument("--images", help="glob of the images (default: tests/data/coco8's)")
     parser.add_argument("--toy", action="store_true", help="every step at toy size, 1 repeat")
     parser.add_argument("--peers", nargs="+", help="of detect, torchvision, detectron2 (default: all importable)")
     parser.add_argument("--repeats", type=int, help="timed calls per figure (default 5; toy 1)")
@@ -35,7 +35,7 @@ def main() -> None:
     if args.markdown:
         print(markdown(json.loads(Path(args.markdown).read_text())))
         return
-    paths = sorted(glob.glob(args.images))
+    paths = sorted(glob.glob(args.images)) if args.images else COCO8_IMAGES
     if not paths:
         print(f"error: --images {args.images}: no file matches", file=sys.stderr)
         sys.exit(2)

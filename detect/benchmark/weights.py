@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 
-import cv2
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -18,9 +17,14 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from detect.config import SHIPPED_ROOT
+from detect.data.image_io import image_to_tensor, read_image, to_float_image
+
 # Trainable ResNet stages of torchvision's fasterrcnn_resnet50_fpn: layer2..layer4, i.e. detect's freeze_at=2.
 TRAINABLE_LAYERS = 3
 SEED = 0
+# Real photos for the calibration and the timed inputs: coco8's, in the repository.
+COCO8_IMAGES = sorted(str(p) for p in (SHIPPED_ROOT / "tests" / "data" / "coco8" / "images").glob("*.jpg"))
 NUM_CLASSES = 91  # torchvision's COCO predictor: background and category ids 1..90
 # Standard deviation of the RPN's objectness logits, its box deltas, and the class logits after
 # calibration: sharp enough that proposals rank like a trained RPN's and detections clear 0.05.
@@ -36,10 +40,7 @@ def read_images(paths: list[str], size: tuple[int, int]) -> list[Tensor]:
     """RGB float ``[3, H, W]`` images in 0..1, each resized (bilinear) to exactly ``size``."""
     images = []
     for path in paths:
-        bgr = cv2.imread(path)
-        if bgr is None:
-            raise ValueError(f"{path}: not a readable image")
-        image = torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).float() / 255
+        image = to_float_image(image_to_tensor(read_image(path)))
         images.append(F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0].clamp(0, 1))
     return images
 
