@@ -5,6 +5,8 @@ Shape letters: ``A`` anchors per location, ``H, W`` a level's size.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import Tensor, nn
 
@@ -26,6 +28,9 @@ def cell_anchors(sizes: list[float], aspect_ratios: list[float], rounded: bool =
     hs = (h_ratios[:, None] * scales[None, :]).reshape(-1)
     anchors = torch.stack([-ws, -hs, ws, hs], dim=1) / 2
     return anchors.round() if rounded else anchors.float()
+
+
+ANCHOR_CACHE_SIZE = 8
 
 
 class AnchorGenerator(nn.Module):
@@ -50,11 +55,31 @@ class AnchorGenerator(nn.Module):
             raise ValueError(f"{len(strides)} anchor strides for {len(sizes)} levels of anchor sizes")
         self.num_anchors_per_location = counts.pop()
         self.strides = strides
+        # (feature sizes, padded image size, device) -> anchors; a few entries cover the
+        # sizes of a multi-scale schedule (4 MB each at 800x1333).
+        self._cache: OrderedDict[tuple, list[Tensor]] = OrderedDict()
 
     def forward(self, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int], device: torch.device) -> list[Tensor]:
-        """Returns one ``[H*W*A, 4]`` tensor per level, location-major then anchor."""
+        """Returns one ``[H*W*A, 4]`` tensor per level, location-major then anchor.
+
+        The tensors are cached per sizes and device (the same objects are returned
+        again): do not modify them in place.
+        """
         if len(feature_sizes) != len(self.cell_anchors):
             raise ValueError(f"{len(feature_sizes)} feature levels but anchors for {len(self.cell_anchors)}")
+        if torch.compiler.is_compiling():  # traced with symbolic sizes: a cache key would fix them
+            return self._anchors(feature_sizes, image_size, device)
+        key = (tuple(tuple(int(d) for d in size) for size in feature_sizes), tuple(int(d) for d in image_size), torch.device(device))
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        anchors = self._anchors(feature_sizes, image_size, device)
+        self._cache[key] = anchors
+        if len(self._cache) > ANCHOR_CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return anchors
+
+    def _anchors(self, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int], device: torch.device) -> list[Tensor]:
         anchors = []
         for level, ((h, w), base) in enumerate(zip(feature_sizes, self.cell_anchors)):
             if self.strides is None:
