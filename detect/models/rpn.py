@@ -141,7 +141,7 @@ class RPN(nn.Module):
     def _losses(self, logits: Tensor, deltas: Tensor, anchors: Tensor, gt: GroundTruth) -> dict[str, Tensor]:
         matched_gt, labels = self.matcher(gt.boxes, gt.valid, anchors)
         pos, neg = self.sampler(labels)
-        num_sampled = max(1, int(pos.sum() + neg.sum()))
+        num_sampled = (pos.sum() + neg.sum()).clamp(min=1)  # on the device: no host sync
         sampled = pos | neg
         loss_cls = F.binary_cross_entropy_with_logits(logits[sampled], pos[sampled].to(logits.dtype), reduction="sum")
         img, anchor_idx = torch.where(pos)
