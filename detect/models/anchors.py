@@ -112,7 +112,7 @@ class AnchorGenerator(nn.Module):
             groups of ``(box_index [P], anchor_index [P])``, each group holding all pairs of its boxes.
         """
         device = boxes.device
-        rects = []  # per level: (first row, rows, first column, columns, index offset), each [K, A]
+        rects = []  # per level: first row, rows, first column, columns (each [K, A]), width, index offset
         offset = 0
         for level, ((h, w), base) in enumerate(zip(feature_sizes, self.cell_anchors)):
             stride_y, stride_x = self._level_strides(level, (h, w), image_size)
@@ -130,7 +130,7 @@ class AnchorGenerator(nn.Module):
         for start, stop in zip(bounds[:-1], bounds[1:]):
             box_index, anchor_index = [], []
             for i0, rows, j0, cols, w, offset in rects:
-                rows, cols, i0, j0 = rows[start:stop].flatten(), cols[start:stop].flatten(), i0[start:stop].flatten(), j0[start:stop].flatten()
+                i0, rows, j0, cols = (t[start:stop].flatten() for t in (i0, rows, j0, cols))
                 counts = rows * cols  # (k*A,) one rectangle of locations per box and cell anchor
                 rect = torch.repeat_interleave(torch.arange(len(counts), device=device), counts)
                 local = torch.arange(len(rect), device=device) - (torch.cumsum(counts, 0) - counts)[rect]
