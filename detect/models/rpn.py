@@ -42,7 +42,7 @@ class RPNHead(nn.Module):
         """Returns objectness ``[N, R]`` and deltas ``[N, R, 4]`` over all levels."""
         logits, deltas = [], []
         for x in features:
-            t = F.relu(self.conv(x))
+            t = F.relu(self.conv(x), inplace=True)  # the conv output is not needed for its backward
             n, _, h, w = t.shape
             logits.append(self.objectness(t).permute(0, 2, 3, 1).reshape(n, -1))  # (N, A, H, W) -> (N, H*W*A)
             # (N, A*4, H, W) -> (N, A, 4, H, W) -> (N, H, W, A, 4) -> (N, H*W*A, 4)
