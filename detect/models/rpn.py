@@ -17,8 +17,8 @@ from detect.models.anchors import AnchorGenerator
 from detect.models.matcher import BalancedSampler, Matcher
 from detect.models.targets import GroundTruth
 
-# (ground truth, anchor) pairs matched at once: bounds the matcher's memory (about 40 bytes a pair).
-MAX_PAIRS = 1 << 22
+# (ground truth, anchor) pairs matched at once: bounds the matcher's memory (some 100 bytes a pair at its peak).
+MAX_PAIRS = 1 << 20
 # Ground-truth boxes per image from which anchors are matched pair by pair: with fewer, the
 # dense IoU matrix is cheaper (measured 2x faster at 10 boxes; 1.2 to 4x slower at 100 and 1000).
 SPARSE_MATCH_MIN_GT = 32
