@@ -5,7 +5,7 @@ import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TorchvisionAnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 
-from detect.models.anchors import AnchorGenerator, cell_anchors
+from detect.models.anchors import ANCHOR_CACHE_SIZE, AnchorGenerator, cell_anchors
 
 # Size 32 keeps area 32**2; ratio r = h / w gives w = 32 / sqrt(r), h = 32 * sqrt(r).
 #   r = 0.5: w = 45.25, h = 22.63 -> half sizes 22.63, 11.31 -> rounded 23, 11
@@ -81,3 +81,28 @@ def test_matches_torchvision_anchor_generator():
     assert len(got) == sum(h * w * 3 for h, w in feature_sizes)
     for e in expected:
         assert torch.equal(got, e)
+
+
+def test_cache_returns_fresh_anchors_keyed_by_size_and_device():
+    generator = AnchorGenerator([[32], [64]], [0.5, 1.0, 2.0])
+    sizes, image = [(8, 10), (4, 5)], (32, 40)
+    first = generator(sizes, image, torch.device("cpu"))
+    fresh = generator._anchors(sizes, image, torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(first, fresh))
+    assert all(a is b for a, b in zip(generator(sizes, image, torch.device("cpu")), first))  # cached
+    # Another padded size with the same feature sizes: other strides without fixed strides, other anchors.
+    other = generator(sizes, (36, 44), torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(other, generator._anchors(sizes, (36, 44), torch.device("cpu"))))
+    assert not torch.equal(other[1], first[1])
+    on_meta = generator(sizes, image, torch.device("meta"))
+    assert all(a.device.type == "meta" and a.shape == b.shape for a, b in zip(on_meta, first))
+
+
+def test_cache_is_bounded():
+    generator = AnchorGenerator([[32]], [1.0], strides=[4])
+    oldest = generator([(2, 2)], (8, 8), torch.device("cpu"))
+    for i in range(ANCHOR_CACHE_SIZE):
+        generator([(3 + i, 3)], (12 + 4 * i, 12), torch.device("cpu"))
+    assert len(generator._cache) == ANCHOR_CACHE_SIZE
+    again = generator([(2, 2)], (8, 8), torch.device("cpu"))  # evicted: computed anew, equal
+    assert again[0] is not oldest[0] and torch.equal(again[0], oldest[0])

@@ -1,10 +1,11 @@
-"""detect.models.matcher: labels for crafted IoUs, a brute-force reference, chunking, and the sampler."""
+"""detect.models.matcher: labels for crafted IoUs, a brute-force reference, chunking, sparse anchor matching, and the sampler."""
 
 import pytest
 import torch
 from torchvision.ops import box_iou
 
 import detect.models.matcher as matcher_module
+from detect.models.anchors import AnchorGenerator
 from detect.models.matcher import BalancedSampler, Matcher
 
 
@@ -180,8 +181,8 @@ def test_chunks_give_identical_results(monkeypatch):
     monkeypatch.setattr(matcher_module, "batched_pairwise_iou", recording)
     monkeypatch.setattr(matcher_module, "IOU_CHUNK_ELEMENTS", 3 * 3 * 300)  # 3 gt per chunk
     got = matcher(gt, gt_valid, boxes, boxes_valid)
-    # 10 gt in chunks of 3, 3, 3, 1; once for the running maxima, once for the low-quality pass.
-    assert calls == [3, 3, 3, 1] * 2
+    # 10 gt in chunks of 3, 3, 3, 1, each IoU computed once (running maxima and low-quality matches).
+    assert calls == [3, 3, 3, 1]
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
 
 
@@ -202,11 +203,11 @@ def test_iou_memory_stays_bounded_with_many_ground_truth(monkeypatch):
         return iou
 
     monkeypatch.setattr(matcher_module, "batched_pairwise_iou", recording)
-    monkeypatch.setattr(matcher_module, "IOU_CHUNK_ELEMENTS", 1 << 20)  # smaller than 2**24, to keep the test fast
+    monkeypatch.setattr(matcher_module, "IOU_CHUNK_ELEMENTS", 1 << 20)  # smaller than the default, to keep the test fast
     _, labels = Matcher(0.7, 0.3, True)(gt, torch.ones(1, num_gt, dtype=torch.bool), anchors)
     # The whole matrix would be 2000 * 5000 = 1e7 elements; no block exceeds 2**20 = 1.05e6.
     assert max(largest) <= 1 << 20 < num_gt * num_boxes
-    assert len(largest) == 2 * 10  # 2**20 // 5000 = 209 gt per chunk -> 10 chunks, two passes
+    assert len(largest) == 10  # 2**20 // 5000 = 209 gt per chunk -> 10 chunks, one pass
     assert (labels == 1).any()
 
 
@@ -259,3 +260,39 @@ def test_sampler_randomness_follows_the_seed():
     assert not torch.equal(pos_a, pos_c) and not torch.equal(neg_a, neg_c)
     # Random picks are spread over the candidates, not the lowest indices.
     assert torch.where(pos_a[0])[0].max() > 64
+
+
+# Sparse matching of anchors --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strides", [None, [4, 8]])
+def test_match_pairs_equals_dense_matching(strides):
+    # Two images of ground truth (with a duplicate box, a box equal to an anchor, padding) and one
+    # without any; anchors of two levels of a 66x83 padded image (not a multiple of the strides).
+    generator = AnchorGenerator([[8], [16]], [0.5, 1.0, 2.0], strides=strides)
+    feature_sizes, image_size = [(16, 20), (8, 10)], (66, 83)
+    anchors = torch.cat(generator(feature_sizes, image_size, torch.device("cpu")))
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(3, 12, 2, generator=g) * 60
+    gt = torch.cat([xy, xy + 2 + torch.rand(3, 12, 2, generator=g) * 30], dim=-1)
+    gt[0, 3] = gt[0, 1]  # a tie: the lower index must win
+    gt[1, 0] = anchors[100]
+    gt_valid = torch.ones(3, 12, dtype=torch.bool)
+    gt_valid[1, 9:] = False
+    gt_valid[2] = False
+    image_of, gt_of = torch.where(gt_valid)
+    flat = gt[image_of, gt_of]
+
+    pairs = list(generator.overlapping(flat, feature_sizes, image_size, max_pairs=500))
+    assert len(pairs) > 3  # several groups
+    covered = torch.zeros(len(flat), len(anchors), dtype=torch.bool)
+    for gt_index, anchor_index in pairs:
+        covered[gt_index, anchor_index] = True
+    assert not (box_iou(flat, anchors) > 0)[~covered].any()  # no overlapping pair left out
+
+    for low_quality in (True, False):
+        matcher = Matcher(0.6, 0.3, allow_low_quality_matches=low_quality)
+        expected = matcher(gt, gt_valid, anchors)
+        got = matcher.match_pairs(gt, gt_valid, anchors, generator.overlapping(flat, feature_sizes, image_size, 500))
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+        assert (got[1][:2] == 1).any() and (got[1] == 0).any()

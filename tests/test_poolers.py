@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.ops import MultiScaleRoIAlign, roi_align, roi_pool
 
-from detect.models.poolers import ParallelBackwardRoIAlign, RoIPooler, assign_fpn_levels
+from detect.models.poolers import ParallelRoIAlign, RoIPooler, assign_fpn_levels
 
 
 def _box(w: float, h: float) -> list[float]:
@@ -72,8 +72,10 @@ def test_unknown_pooler_type_is_an_error():
         RoIPooler(7, [16], 2, False, "max")
 
 
-def test_parallel_backward_roi_align_matches_torchvision():
-    # Forward is torchvision's op; the backward, split over chunks of RoIs, must sum to torchvision's gradient.
+@pytest.mark.parametrize("threads", [2, 3])
+def test_parallel_roi_align_matches_torchvision(threads):
+    # RoIs of 3 images in random order, split over 2 or 3 chunks: the forward must equal torchvision's
+    # exactly, the chunks' partial gradients must sum to torchvision's gradient.
     torch.manual_seed(0)
     feature = torch.randn(3, 8, 40, 48)
     xy = torch.rand(50, 2) * 150
@@ -82,10 +84,23 @@ def test_parallel_backward_roi_align_matches_torchvision():
     expected_input = feature.clone().requires_grad_()
     roi_align(expected_input, rois, 7, 0.25, 2, False).backward(grad)
     got_input = feature.clone().requires_grad_()
-    out = ParallelBackwardRoIAlign.apply(got_input, rois, 7, 0.25, 2, False)
-    torch.testing.assert_close(out, roi_align(feature, rois, 7, 0.25, 2, False), rtol=0, atol=0)
-    out.backward(grad)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = ParallelRoIAlign.apply(got_input, rois, 7, 0.25, 2, False)
+        torch.testing.assert_close(out, roi_align(feature, rois, 7, 0.25, 2, False), rtol=0, atol=0)
+        out.backward(grad)
+    finally:
+        torch.set_num_threads(saved)
     torch.testing.assert_close(got_input.grad, expected_input.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_parallel_roi_align_without_rois():
+    feature = torch.randn(2, 4, 10, 10, requires_grad=True)
+    out = ParallelRoIAlign.apply(feature, torch.zeros(0, 5), 7, 0.25, 2, False)
+    assert out.shape == (0, 4, 7, 7)
+    out.sum().backward()
+    assert feature.grad.shape == feature.shape and not feature.grad.any()
 
 
 @pytest.mark.parametrize("pool_type", ["align", "pool"])

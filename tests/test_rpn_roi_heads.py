@@ -227,3 +227,30 @@ def test_sampling_adds_ground_truth_and_encodes_targets():
     # p0 -> gt0: centre y 4 -> 5 over height 8: dy = 10 * 1 / 8; dh = 5 * log(10 / 8).
     torch.testing.assert_close(targets[0], torch.tensor([0.0, 10 / 8, 0.0, 5 * math.log(10 / 8)]))
     torch.testing.assert_close(targets[2:], torch.zeros(3, 4))  # each gt is its own target
+
+
+def test_rpn_losses_with_many_boxes_equal_dense_matching(monkeypatch):
+    # 40 boxes per image take the sparse (pair by pair) anchor matching; forcing the dense
+    # IoU matrix must give the same losses.
+    import detect.models.rpn as rpn_module
+
+    torch.manual_seed(0)
+    rpn = RPN(
+        RPNHead(4, 3),
+        AnchorGenerator([[8.0], [16.0]], [0.5, 1.0, 2.0]),
+        Matcher(0.7, 0.3, True),
+        BalancedSampler(64, 0.5, shuffle=False),
+        pre_nms_topk=(50, 50), post_nms_topk=(20, 20), nms_thresh=0.7, min_box_size=1e-3, smooth_l1_beta=1 / 9,
+    ).train()
+    features = [torch.randn(2, 4, 16, 16), torch.randn(2, 4, 8, 8)]
+    xy = torch.rand(2, 40, 2) * 50
+    boxes = torch.cat([xy, xy + 3 + torch.rand(2, 40, 2) * 20], dim=-1)
+    gt = GroundTruth.pad([boxes[0], boxes[1, :35]], [torch.ones(40, dtype=torch.int64), torch.ones(35, dtype=torch.int64)])
+    image_sizes = torch.tensor([[64, 64], [60, 64]])
+    assert gt.boxes.shape[1] >= rpn_module.SPARSE_MATCH_MIN_GT
+    _, sparse = rpn(features, image_sizes, (64, 64), gt)
+    monkeypatch.setattr(rpn_module, "SPARSE_MATCH_MIN_GT", 10**9)
+    _, dense = rpn(features, image_sizes, (64, 64), gt)
+    assert sparse["loss_rpn_box"] > 0
+    for name in dense:
+        torch.testing.assert_close(sparse[name], dense[name], rtol=0, atol=0)

@@ -5,6 +5,9 @@ Shape letters: ``A`` anchors per location, ``H, W`` a level's size.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -26,6 +29,9 @@ def cell_anchors(sizes: list[float], aspect_ratios: list[float], rounded: bool =
     hs = (h_ratios[:, None] * scales[None, :]).reshape(-1)
     anchors = torch.stack([-ws, -hs, ws, hs], dim=1) / 2
     return anchors.round() if rounded else anchors.float()
+
+
+ANCHOR_CACHE_SIZE = 8
 
 
 class AnchorGenerator(nn.Module):
@@ -50,17 +56,39 @@ class AnchorGenerator(nn.Module):
             raise ValueError(f"{len(strides)} anchor strides for {len(sizes)} levels of anchor sizes")
         self.num_anchors_per_location = counts.pop()
         self.strides = strides
+        # (feature sizes, padded image size, device) -> anchors; a few entries cover the
+        # sizes of a multi-scale schedule (4 MB each at 800x1333).
+        self._cache: OrderedDict[tuple, list[Tensor]] = OrderedDict()
 
     def forward(self, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int], device: torch.device) -> list[Tensor]:
-        """Returns one ``[H*W*A, 4]`` tensor per level, location-major then anchor."""
+        """Returns one ``[H*W*A, 4]`` tensor per level, location-major then anchor.
+
+        The tensors are cached per sizes and device (the same objects are returned
+        again): do not modify them in place.
+        """
         if len(feature_sizes) != len(self.cell_anchors):
             raise ValueError(f"{len(feature_sizes)} feature levels but anchors for {len(self.cell_anchors)}")
+        if torch.compiler.is_compiling():  # traced with symbolic sizes: a cache key would fix them
+            return self._anchors(feature_sizes, image_size, device)
+        key = (tuple(tuple(int(d) for d in size) for size in feature_sizes), tuple(int(d) for d in image_size), torch.device(device))
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        anchors = self._anchors(feature_sizes, image_size, device)
+        self._cache[key] = anchors
+        if len(self._cache) > ANCHOR_CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return anchors
+
+    def _level_strides(self, level: int, feature_size: tuple[int, int], image_size: tuple[int, int]) -> tuple[int, int]:
+        if self.strides is None:
+            return image_size[0] // feature_size[0], image_size[1] // feature_size[1]
+        return self.strides[level], self.strides[level]
+
+    def _anchors(self, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int], device: torch.device) -> list[Tensor]:
         anchors = []
         for level, ((h, w), base) in enumerate(zip(feature_sizes, self.cell_anchors)):
-            if self.strides is None:
-                stride_y, stride_x = image_size[0] // h, image_size[1] // w
-            else:
-                stride_y = stride_x = self.strides[level]
+            stride_y, stride_x = self._level_strides(level, (h, w), image_size)
             shift_y, shift_x = torch.meshgrid(
                 torch.arange(h, device=device, dtype=torch.int32) * stride_y,
                 torch.arange(w, device=device, dtype=torch.int32) * stride_x,
@@ -69,3 +97,58 @@ class AnchorGenerator(nn.Module):
             shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=-1).reshape(-1, 1, 4)
             anchors.append((shifts + base.to(device).view(1, -1, 4)).reshape(-1, 4))  # (H*W, A, 4) -> (H*W*A, 4)
         return anchors
+
+    def overlapping(
+        self, boxes: Tensor, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int], max_pairs: int
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Pairs of a box and an anchor that may overlap: all pairs of IoU > 0, and some of IoU 0.
+
+        Args:
+            boxes: ``[K, 4]``.
+            feature_sizes, image_size: as for :meth:`forward`, whose anchor indices the pairs use.
+            max_pairs: pairs per group yielded (exceeded only by a single box's own pairs).
+
+        Yields:
+            groups of ``(box_index [P], anchor_index [P])``, each group holding all pairs of its boxes.
+        """
+        device = boxes.device
+        rects = []  # per level: first row, rows, first column, columns (each [K, A]), width, index offset
+        offset = 0
+        for level, ((h, w), base) in enumerate(zip(feature_sizes, self.cell_anchors)):
+            stride_y, stride_x = self._level_strides(level, (h, w), image_size)
+            base = base.to(device)
+            # Column j overlaps [x1, x2] when j * s + a_x1 < x2 and j * s + a_x2 > x1: floor/ceil keep a superset.
+            j0 = torch.floor((boxes[:, None, 0] - base[:, 2]) / stride_x).clamp(0, w - 1)
+            j1 = torch.ceil((boxes[:, None, 2] - base[:, 0]) / stride_x).clamp(0, w - 1)
+            i0 = torch.floor((boxes[:, None, 1] - base[:, 3]) / stride_y).clamp(0, h - 1)
+            i1 = torch.ceil((boxes[:, None, 3] - base[:, 1]) / stride_y).clamp(0, h - 1)
+            rects.append((i0.long(), (i1 - i0 + 1).long(), j0.long(), (j1 - j0 + 1).long(), w, offset))
+            offset += h * w * len(base)
+        num_anchors = self.num_anchors_per_location
+        per_box = sum((rows * cols).sum(dim=1) for _, rows, _, cols, _, _ in rects)  # (K,)
+        bounds = _groups(per_box.tolist(), max_pairs)
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            box_index, anchor_index = [], []
+            for i0, rows, j0, cols, w, offset in rects:
+                i0, rows, j0, cols = (t[start:stop].flatten() for t in (i0, rows, j0, cols))
+                counts = rows * cols  # (k*A,) one rectangle of locations per box and cell anchor
+                rect = torch.repeat_interleave(torch.arange(len(counts), device=device), counts)
+                local = torch.arange(len(rect), device=device) - (torch.cumsum(counts, 0) - counts)[rect]
+                i = i0[rect] + local // cols[rect]
+                j = j0[rect] + local % cols[rect]
+                box_index.append(start + rect // num_anchors)
+                anchor_index.append(offset + (i * w + j) * num_anchors + rect % num_anchors)
+            yield torch.cat(box_index), torch.cat(anchor_index)
+
+
+def _groups(sizes: list[int], budget: int) -> list[int]:
+    """Bounds of consecutive groups of items whose sizes add up to at most ``budget`` (or one item)."""
+    bounds, total = [0], 0
+    for index, size in enumerate(sizes):
+        if total and total + size > budget:
+            bounds.append(index)
+            total = 0
+        total += size
+    if bounds[-1] != len(sizes):
+        bounds.append(len(sizes))
+    return bounds

@@ -18,6 +18,7 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 
 from detect.config import RESNET_NAMES
 from detect.models.detectron2_compat import imagenet_resnet_state_dict
+from detect.models.folded_bn import conv_frozen_bn, run_stage
 
 RESNETS = {name: getattr(torchvision.models, name) for name in RESNET_NAMES}
 STAGES = ("layer1", "layer2", "layer3", "layer4")  # conv2_x .. conv5_x, strides 4 .. 32
@@ -116,10 +117,14 @@ class ResNetTrunk(nn.Module):
             getattr(self, stage).requires_grad_(False)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        if isinstance(self.bn1, FrozenBatchNorm2d):
+            x = conv_frozen_bn(self.conv1, self.bn1, x)
+        else:
+            x = self.bn1(self.conv1(x))
+        x = self.maxpool(self.relu(x))
         out = {}
         for name, stage in zip(self.out_names, self.stage_names):
-            x = getattr(self, stage)(x)
+            x = run_stage(getattr(self, stage), x)
             out[name] = x
         return out
 

@@ -20,6 +20,7 @@ import torchvision
 from torch import Tensor, nn
 
 from detect.models.backbones import _stage_channels
+from detect.models.folded_bn import run_stage
 
 
 class ResNetC5Head(nn.Module):
@@ -36,4 +37,4 @@ class ResNetC5Head(nn.Module):
         self.out_dim = _stage_channels(self.layer4)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.layer4(x).mean(dim=(2, 3))  # (R, C, S, S) -> (R, D, S/2, S/2) -> (R, D)
+        return run_stage(self.layer4, x).mean(dim=(2, 3))  # (R, C, S, S) -> (R, D, S/2, S/2) -> (R, D)

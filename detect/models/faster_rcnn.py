@@ -121,9 +121,13 @@ def _check_targets(targets: list[dict[str, Tensor]], num_images: int) -> None:
             raise ValueError(f"target at index {i}: 'boxes' must be a float tensor [G, 4], got {getattr(boxes, 'shape', boxes)}")
         if not isinstance(labels, Tensor) or labels.shape != boxes.shape[:1] or labels.is_floating_point():
             raise ValueError(f"target at index {i}: 'labels' must be an integer tensor [{len(boxes)}], got {getattr(labels, 'shape', labels)}")
-        bad = ~torch.isfinite(boxes).all(dim=1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-        if bad.any():
-            j = int(torch.where(bad)[0][0])
-            raise ValueError(
-                f"target at index {i}: box {j} {boxes[j].tolist()} must be finite with x2 > x1 and y2 > y1"
-            )
+    boxes = torch.cat([t["boxes"] for t in targets])
+    bad = ~torch.isfinite(boxes).all(dim=1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if bad.any():  # one host sync for the batch
+        j = int(torch.where(bad)[0][0])
+        for i, target in enumerate(targets):
+            if j < len(target["boxes"]):
+                raise ValueError(
+                    f"target at index {i}: box {j} {target['boxes'][j].tolist()} must be finite with x2 > x1 and y2 > y1"
+                )
+            j -= len(target["boxes"])

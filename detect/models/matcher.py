@@ -10,10 +10,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from detect.box_ops import batched_pairwise_iou
+from collections.abc import Iterable
+
+from detect.box_ops import batched_pairwise_iou, box_iou_broadcast
 
 # IoU elements computed at once: bounds memory whatever the number of ground-truth boxes.
-IOU_CHUNK_ELEMENTS = 1 << 24
+IOU_CHUNK_ELEMENTS = 1 << 22
+# match_pairs packs a ground-truth index below an IoU's float bits in one int64.
+_INDEX_BITS = (1 << 31) - 1
 
 
 class Matcher:
@@ -27,7 +31,8 @@ class Matcher:
     makes no such match.
 
     The IoU matrix is never held whole: ground truth is processed in chunks with
-    running maxima, so memory stays at ``O(N * M)`` plus one chunk.
+    running maxima, so memory stays at ``O(N * M)`` plus one chunk, and each IoU is
+    computed once (a chunk's ground truth has its best IoU, for low-quality matches, in that chunk).
     """
 
     def __init__(self, fg_thresh: float, bg_thresh: float, allow_low_quality_matches: bool):
@@ -56,7 +61,7 @@ class Matcher:
         device = gt_boxes.device
         best_iou = torch.full((num_images, num_boxes), -1.0, device=device)
         matched_gt = torch.zeros((num_images, num_boxes), dtype=torch.int64, device=device)
-        gt_best_iou = torch.zeros((num_images, num_gt), device=device)
+        low_quality = torch.zeros((num_images, num_boxes), dtype=torch.bool, device=device)
         chunk = max(1, IOU_CHUNK_ELEMENTS // max(1, num_images * num_boxes))
         for start in range(0, num_gt, chunk):
             iou = self._iou(gt_boxes, gt_valid, boxes, boxes_valid, start, start + chunk)  # (N, g, M)
@@ -64,34 +69,71 @@ class Matcher:
             better = chunk_best > best_iou  # strict: the lower gt index wins ties, like argmax
             best_iou = torch.where(better, chunk_best, best_iou)
             matched_gt = torch.where(better, chunk_arg + start, matched_gt)
-            gt_best_iou[:, start : start + chunk] = iou.max(dim=2).values if num_boxes else 0.0
+            if self.allow_low_quality_matches and num_boxes:
+                # A chunk holds whole rows of ground truth, so their best IoU is final here:
+                # the boxes that reach it, for ground truth that overlaps anything (2 matches no IoU).
+                gt_best = iou.max(dim=2, keepdim=True).values  # (N, g, 1)
+                low_quality |= (iou == gt_best.masked_fill(gt_best <= 0, 2.0)).any(dim=1)
 
-        labels = torch.full((num_images, num_boxes), -1, dtype=torch.int8, device=device)
+        return matched_gt, self._labels(best_iou, low_quality, boxes_valid)
+
+    def match_pairs(
+        self, gt_boxes: Tensor, gt_valid: Tensor, boxes: Tensor, pair_groups: Iterable[tuple[Tensor, Tensor]]
+    ) -> tuple[Tensor, Tensor]:
+        """What ``self(gt_boxes, gt_valid, boxes)`` returns for boxes shared by all images, from
+        the pairs that may overlap only: for anchors and many ground-truth boxes.
+
+        Args:
+            gt_boxes, gt_valid: as for ``__call__``.
+            boxes: ``[M, 4]``, shared by all images.
+            pair_groups: ``(gt index [P], box index [P])`` pairs, the gt index into the valid
+                ground truth in row-major order (``gt_boxes[gt_valid]``); every pair left out
+                has IoU 0, and a group holds all pairs of its ground truth.
+
+        Returns:
+            matched_gt ``[N, M]`` and labels ``[N, M]``, equal to ``__call__``'s.
+        """
+        num_images, num_boxes = gt_valid.shape[0], boxes.shape[0]
+        device = gt_boxes.device
+        image_of, gt_of = torch.where(gt_valid)
+        flat_gt = gt_boxes[image_of, gt_of]
+        # Best match of each (image, box) as one int64: the IoU's float bits (ordered like the
+        # values, IoU >= 0) above the complement of the gt index, so that the largest key is
+        # the highest IoU and, among equal IoUs, the lowest gt index (argmax's choice).
+        key = torch.zeros(num_images * num_boxes, dtype=torch.int64, device=device)
+        low_quality = torch.zeros(num_images * num_boxes, dtype=torch.bool, device=device)
+        gt_best = torch.zeros(len(flat_gt), device=device)
+        for gt_index, box_index in pair_groups:
+            iou = box_iou_broadcast(flat_gt[gt_index], boxes[box_index])
+            slot = image_of[gt_index] * num_boxes + box_index
+            key.scatter_reduce_(0, slot, (iou.view(torch.int32).long() << 32) | (_INDEX_BITS - gt_of[gt_index]), "amax")
+            if self.allow_low_quality_matches:  # the group's ground truth has all its pairs: its best IoU is final
+                gt_best.scatter_reduce_(0, gt_index, iou, "amax")
+                best = gt_best[gt_index]
+                low_quality[slot[(iou == best) & (best > 0)]] = True
+        paired = key != 0
+        best_iou = torch.where(paired, (key >> 32).int().view(torch.float32), 0.0).view(num_images, num_boxes)
+        best_iou[~gt_valid.any(dim=1)] = -1.0  # as __call__: only padding to match
+        matched_gt = torch.where(paired, _INDEX_BITS - (key & _INDEX_BITS), 0).view(num_images, num_boxes)
+        matched_gt[best_iou <= 0] = 0  # argmax of all-zero IoUs: the first ground truth
+        return matched_gt, self._labels(best_iou, low_quality.view(num_images, num_boxes), None)
+
+    def _labels(self, best_iou: Tensor, low_quality: Tensor, boxes_valid: Tensor | None) -> Tensor:
+        labels = torch.full(best_iou.shape, -1, dtype=torch.int8, device=best_iou.device)
         labels[best_iou >= self.fg_thresh] = 1
         labels[(best_iou < self.bg_thresh)] = 0
-        if self.allow_low_quality_matches:
-            labels[self._low_quality(gt_boxes, gt_valid, boxes, boxes_valid, gt_best_iou, chunk)] = 1
+        labels[low_quality] = 1
         if boxes_valid is not None:
             labels[~boxes_valid] = -1
-        return matched_gt, labels
+        return labels
 
     @staticmethod
     def _iou(gt_boxes, gt_valid, boxes, boxes_valid, start, stop) -> Tensor:
         iou = batched_pairwise_iou(gt_boxes[:, start:stop], boxes)
-        iou = iou.masked_fill(~gt_valid[:, start:stop, None], -1.0)
+        iou.masked_fill_(~gt_valid[:, start:stop, None], -1.0)
         if boxes_valid is not None:
-            iou = iou.masked_fill(~boxes_valid[:, None, :], -1.0)
+            iou.masked_fill_(~boxes_valid[:, None, :], -1.0)
         return iou
-
-    def _low_quality(self, gt_boxes, gt_valid, boxes, boxes_valid, gt_best_iou, chunk) -> Tensor:
-        """Boxes whose IoU with some ground truth equals that ground truth's best IoU."""
-        num_images, num_gt = gt_valid.shape
-        mask = torch.zeros((num_images, boxes.shape[-2]), dtype=torch.bool, device=gt_boxes.device)
-        for start in range(0, num_gt, chunk):
-            iou = self._iou(gt_boxes, gt_valid, boxes, boxes_valid, start, start + chunk)
-            best = gt_best_iou[:, start : start + chunk, None]
-            mask |= ((iou == best) & (best > 0)).any(dim=1)
-        return mask
 
 
 class BalancedSampler:
@@ -118,7 +160,9 @@ class BalancedSampler:
 
     def _pick(self, candidates: Tensor, counts: Tensor) -> Tensor:
         num_images, num_boxes = candidates.shape
-        k = int(counts.max()) if num_images else 0
+        # A bound known on the host rather than counts.max() (a device sync); the first
+        # counts[i] of the k lowest priorities are the same whatever k >= counts[i].
+        k = min(self.batch_size_per_image, num_boxes) if num_images else 0
         picked = torch.zeros_like(candidates)
         if k == 0:
             return picked

@@ -68,42 +68,67 @@ class RoIPooler(nn.Module):
         feature, rois = feature.float(), rois.float()
         if self.pool_type == "pool":
             return roi_pool(feature, rois, self.output_size, scale)
-        if feature.device.type == "cpu" and feature.requires_grad and torch.get_num_threads() > 1:
-            return ParallelBackwardRoIAlign.apply(feature, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
+        if feature.device.type == "cpu" and torch.get_num_threads() > 1 and not torch.compiler.is_compiling():
+            return ParallelRoIAlign.apply(feature, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
         return roi_align(feature, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
 
 
-class ParallelBackwardRoIAlign(torch.autograd.Function):
-    """torchvision's RoIAlign, with its CPU backward run on chunks of RoIs in parallel threads.
+class ParallelRoIAlign(torch.autograd.Function):
+    """torchvision's RoIAlign, with its CPU forward and backward run on chunks of RoIs in parallel threads.
 
-    torchvision's CPU backward is one serial loop, measured at a third of a
-    small-image training step on 2 cores. Each chunk of RoIs scatters into its own
-    gradient tensor (no two threads write one element) and the chunks are summed.
+    torchvision's CPU kernels are serial loops over RoIs; the backward was measured at a
+    third of a small-image training step on 2 cores. The forward's chunks are independent
+    (same values as one call). Each backward chunk scatters into a gradient covering only
+    the images its RoIs lie in, which the main thread adds into the full gradient: no two
+    threads write one element, and memory stays near one gradient whatever the thread count.
     """
 
     _pool: ThreadPoolExecutor | None = None
 
     @staticmethod
+    def _map(fn, chunks: int) -> list:
+        if ParallelRoIAlign._pool is None:
+            ParallelRoIAlign._pool = ThreadPoolExecutor(max_workers=torch.get_num_threads())
+        return list(ParallelRoIAlign._pool.map(fn, range(chunks)))
+
+    @staticmethod
+    def _bounds(num_rois: int) -> list[int]:
+        chunks = min(torch.get_num_threads(), max(1, num_rois))
+        return [num_rois * i // chunks for i in range(chunks + 1)]
+
+    @staticmethod
     def forward(ctx, feature: Tensor, rois: Tensor, output_size: int, scale: float, sampling_ratio: int, aligned: bool) -> Tensor:
         ctx.save_for_backward(rois)
         ctx.params = (feature.shape, output_size, scale, sampling_ratio, aligned)
-        return torch.ops.torchvision.roi_align(feature, rois, scale, output_size, output_size, sampling_ratio, aligned)
+        bounds = ParallelRoIAlign._bounds(len(rois))
+
+        def forward_chunk(i: int) -> Tensor:
+            part = rois[bounds[i] : bounds[i + 1]]
+            return torch.ops.torchvision.roi_align(feature, part, scale, output_size, output_size, sampling_ratio, aligned)
+
+        return torch.cat(ParallelRoIAlign._map(forward_chunk, len(bounds) - 1))
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         (rois,) = ctx.saved_tensors
         (n, c, h, w), size, scale, sampling_ratio, aligned = ctx.params
         grad_output = grad_output.contiguous()
-        chunks = min(torch.get_num_threads(), max(1, len(rois)))
-        bounds = [len(rois) * i // chunks for i in range(chunks + 1)]
+        bounds = ParallelRoIAlign._bounds(len(rois))
+        grad = grad_output.new_zeros((n, c, h, w))
+        if len(rois) == 0:
+            return grad, None, None, None, None, None
 
-        def backward_chunk(i: int) -> Tensor:
-            part = slice(bounds[i], bounds[i + 1])
-            return torch.ops.torchvision._roi_align_backward(
-                grad_output[part], rois[part], scale, size, size, n, c, h, w, sampling_ratio, aligned
+        def backward_chunk(i: int) -> tuple[int, Tensor]:
+            part = rois[bounds[i] : bounds[i + 1]]
+            if len(part) == 0:
+                return 0, grad_output.new_zeros((0, c, h, w))
+            first, last = int(part[:, 0].min()), int(part[:, 0].max())
+            part = torch.cat([part[:, :1] - first, part[:, 1:]], dim=1)  # image indices from 0 within the chunk
+            chunk_grad = torch.ops.torchvision._roi_align_backward(
+                grad_output[bounds[i] : bounds[i + 1]], part, scale, size, size, last - first + 1, c, h, w, sampling_ratio, aligned
             )
+            return first, chunk_grad
 
-        if ParallelBackwardRoIAlign._pool is None:
-            ParallelBackwardRoIAlign._pool = ThreadPoolExecutor(max_workers=torch.get_num_threads())
-        grads = list(ParallelBackwardRoIAlign._pool.map(backward_chunk, range(chunks)))
-        return sum(grads[1:], grads[0]), None, None, None, None, None
+        for first, chunk_grad in ParallelRoIAlign._map(backward_chunk, len(bounds) - 1):
+            grad[first : first + len(chunk_grad)] += chunk_grad
+        return grad, None, None, None, None, None
