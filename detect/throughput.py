@@ -1,10 +1,8 @@
 """Images per second of training, inference and data loading: the figures of ``make gpu-check``.
 
 detect's R50-FPN and torchvision's ``fasterrcnn_resnet50_fpn`` are measured with
-the same weights (torchvision's random initialisation, converted by
-:mod:`detect.models.torchvision_compat`), built as torchvision builds its
-pretrained model (frozen BatchNorm, stem and res2 frozen), on the same synthetic
-images. Each timing follows warm-up iterations (cuDNN's algorithm search, the
+the CPU benchmark's weights (:mod:`detect.benchmark.weights`: seeded, with a trained
+model's activations, frozen BatchNorm, stem and res2 frozen), on coco8's photos. Each timing follows warm-up iterations (cuDNN's algorithm search, the
 allocator's first blocks) and is bracketed by ``torch.cuda.synchronize``, since
 CUDA work is queued and would otherwise be timed only as far as it was launched.
 """
