@@ -1,6 +1,6 @@
 """Time detect's R50-FPN Faster R-CNN beside torchvision's (and Detectron2's where importable).
 
-    python tools/benchmark.py --json docs/benchmark/cpu.json     # the full run (about 15 minutes)
+    python tools/benchmark.py --json docs/benchmark/cpu.json     # the full run (33 minutes on 2 cores)
     python tools/benchmark.py --toy --json /tmp/toy.json          # every step at toy size
     python tools/benchmark.py --markdown docs/benchmark/cpu.json  # the README tables of a run
 
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--images", help="glob of the images (default: tests/data/coco8's)")
     parser.add_argument("--toy", action="store_true", help="every step at toy size, 1 repeat")
     parser.add_argument("--peers", nargs="+", help="of detect, torchvision, detectron2 (default: all importable)")
-    parser.add_argument("--repeats", type=int, help="timed calls per figure (default 5; toy 1)")
+    parser.add_argument("--repeats", type=int, help="timed calls per figure (default 3; toy 1)")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--markdown", metavar="JSON", help="only print the tables of this earlier run")
     args = parser.parse_args()

@@ -47,7 +47,7 @@ class Plan:
     batch_size_size: tuple[int, int] = (320, 512)
     scaling_modes: list[str] = field(default_factory=lambda: ["fp32"])  # modes measured at every GT count and batch size
     warmup: int = 1
-    repeats: int = 5
+    repeats: int = 3
     work: dict = field(default_factory=dict)  # overrides of detect's config values (Work's fields)
 
 
