@@ -9,6 +9,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from detect.data.memory_benchmark import FULL_ANNOTATIONS, FULL_IMAGES, write_synthetic_coco
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,3 +61,16 @@ def test_tool_reports_build_and_worker_memory(tmp_path: Path) -> None:
             # Forked as training forks them (gc frozen): ~6 MB of own memory after a full collection,
             # ~96 MB without the freeze; the target is 50 MB per worker.
             assert worker["uss_after_gc_mb"] < 50
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scale", "0"], "--scale 0.0: expected a fraction in (0, 1]"),
+        (["--scale", "0.001", "--workers", "0"], "--workers 0 --items 200: both must be at least 1"),
+    ],
+)
+def test_tool_refuses_bad_values(args: list[str], message: str) -> None:
+    command = [sys.executable, str(ROOT / "tools" / "benchmark_data_memory.py"), *args]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith(message)

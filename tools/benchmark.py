@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--markdown", metavar="JSON", help="only print the tables of this earlier run")
     args = parser.parse_args()
     if args.markdown:
+        if not Path(args.markdown).is_file():
+            parser.error(f"--markdown {args.markdown}: no such file (a run's --json output)")
         print(markdown(json.loads(Path(args.markdown).read_text())))
         return
     paths = sorted(glob.glob(args.images)) if args.images else COCO8_IMAGES

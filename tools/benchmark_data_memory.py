@@ -27,6 +27,10 @@ def main() -> None:
     parser.add_argument("--code", type=Path, help="checkout whose detect is measured (default: this one)")
     parser.add_argument("--out", type=Path, help="write the figures here as JSON")
     args = parser.parse_args()
+    if not 0 < args.scale <= 1:
+        parser.error(f"--scale {args.scale}: expected a fraction in (0, 1]")
+    if args.workers < 1 or args.items < 1:
+        parser.error(f"--workers {args.workers} --items {args.items}: both must be at least 1")
     with tempfile.TemporaryDirectory() as tmp:
         ann_file = args.ann_file or Path(tmp) / "instances.json"
         written = None
