@@ -27,6 +27,7 @@ from torchvision.ops import box_iou
 
 from conftest import REPO
 from detect import build_model, load_config
+from detect.benchmark.weights import standardise_frozen_bn
 from detect.checkpoint import save_checkpoint
 from detect.models.detectron2_compat import coco_classes, convert_model_zoo, load_pickle
 
@@ -51,11 +52,7 @@ def _make_realistic(model: torch.nn.Module, image: dict) -> None:
     hooks = []
 
     def set_statistics(bn: FrozenBatchNorm2d, args: tuple) -> None:
-        x = args[0]
-        bn.running_mean.copy_(x.mean(dim=(0, 2, 3)))
-        bn.running_var.copy_(x.var(dim=(0, 2, 3)))
-        bn.weight.copy_(torch.rand(bn.weight.shape, generator=generator) + 0.5)
-        bn.bias.copy_((torch.rand(bn.bias.shape, generator=generator) - 0.5) * 0.4)
+        standardise_frozen_bn(bn, args[0], generator)
 
     def sharpen(layer: torch.nn.Module, target_std: float):
         def hook(_, args: tuple) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from detect.data.memory_benchmark import FULL_ANNOTATIONS, FULL_IMAGES, write_synthetic_coco
+from detect.data.memory_benchmark import FULL_ANNOTATIONS, FULL_IMAGES, checkout_version, write_synthetic_coco
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +47,7 @@ def test_tool_reports_build_and_worker_memory(tmp_path: Path) -> None:
                "--workers", "2", "--items", "5", "--out", str(out)]
     subprocess.run(command, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     report = json.loads(out.read_text())
-    assert report["synthetic"]["images"] == round(FULL_IMAGES * 0.001) and report["code"] == str(ROOT)
+    assert report["synthetic"]["images"] == round(FULL_IMAGES * 0.001) and report["code"] == checkout_version(ROOT)
     assert 0 < report["items"] <= report["synthetic"]["images"]
     assert report["build_s"] > 0 and report["build_cpu_s"] > 0
     assert report["rss_after_build_mb"] == report["rss_baseline_mb"] + report["rss_dataset_mb"]

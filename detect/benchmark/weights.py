@@ -58,6 +58,16 @@ def build_torchvision(seed: int, **kwargs) -> FasterRCNN:
 
 
 @torch.no_grad()
+def standardise_frozen_bn(bn: nn.Module, x: Tensor, generator: torch.Generator) -> None:
+    """Sets a frozen BN's (torchvision's or Detectron2's) running statistics to those of its input
+    ``x [N, C, H, W]``, and its scale and shift to random values in 0.5..1.5 and -0.2..0.2."""
+    bn.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+    bn.running_var.copy_(x.var(dim=(0, 2, 3)))
+    bn.weight.copy_(torch.rand(bn.weight.shape, generator=generator) + 0.5)
+    bn.bias.copy_((torch.rand(bn.bias.shape, generator=generator) - 0.5) * 0.4)
+
+
+@torch.no_grad()
 def make_realistic(model: FasterRCNN, images: list[Tensor], seed: int) -> None:
     """Sets every frozen BN from its input's statistics on ``images``, then scales the heads' outputs.
 
@@ -72,11 +82,7 @@ def make_realistic(model: FasterRCNN, images: list[Tensor], seed: int) -> None:
     hooks = []
 
     def standardise(bn: FrozenBatchNorm2d, args: tuple) -> None:
-        x = args[0]
-        bn.running_mean.copy_(x.mean(dim=(0, 2, 3)))
-        bn.running_var.copy_(x.var(dim=(0, 2, 3)))
-        bn.weight.copy_(torch.rand(bn.weight.shape, generator=generator) + 0.5)
-        bn.bias.copy_((torch.rand(bn.bias.shape, generator=generator) - 0.5) * 0.4)
+        standardise_frozen_bn(bn, args[0], generator)
 
     def scale_to(layer: nn.Module, std: float):
         def hook(_, args: tuple) -> None:

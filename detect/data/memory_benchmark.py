@@ -18,7 +18,8 @@ caller's memory counts) and reports:
   (``*_after_gc_mb``: the pages a collection's visit of every object copies);
 - ``worker_baseline``: the same for workers forked before the dataset was built.
 
-``code`` picks the checkout whose ``detect`` is measured, to compare two versions.
+``code`` picks the checkout whose ``detect`` is measured, to compare two versions; the
+figures name its git version.
 """
 
 from __future__ import annotations
@@ -126,7 +127,14 @@ def measure_data_memory(ann_file: Path, workers: int = 4, items: int = 200, code
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"the measuring process failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return {"code": str(code), **json.loads(done.stdout.strip().splitlines()[-1])}
+    return {"code": checkout_version(code), **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def checkout_version(code: Path) -> str | None:
+    """``git describe --always --dirty`` of the checkout ``code`` (None outside git): the figures
+    name the code they measured, not a path of the machine they ran on."""
+    done = subprocess.run(["git", "-C", str(code), "describe", "--always", "--dirty"], capture_output=True, text=True, check=False)
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def _memory_mb() -> dict[str, float]:
@@ -192,7 +200,7 @@ def _measure(ann_file: Path, workers: int, items: int) -> dict[str, Any]:
     build_s, build_cpu_s = time.perf_counter() - start, time.process_time() - start_cpu
     after = _memory_mb()
     return {
-        "ann_file": str(ann_file),
+        "ann_file": ann_file.name,
         "json_mb": ann_file.stat().st_size / MB,
         "items": len(dataset),
         "build_s": build_s,
