@@ -193,7 +193,7 @@ class TrainConfig:
     warmup_factor: float = 0.001
     clip_grad_norm: float = 0.0  # 0 disables
     amp: str = "off"  # off, bf16 or fp16 (fp16 with a gradient scaler, CUDA only)
-    channels_last: bool = False
+    channels_last: Optional[bool] = None  # None: channels-last on the CPU (faster there), NCHW on CUDA
     checkpoint_period: int = 5000
     keep_checkpoints: int = 0  # newest periodic checkpoints kept (disk space); 0 keeps all
     eval_period: int = 0  # 0: only at the end

@@ -1,5 +1,7 @@
 """detect against torchvision's fasterrcnn_resnet50_fpn on the same weights and real images."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,7 @@ from torchvision.ops import box_iou
 
 from conftest import REPO
 from detect import build_model, load_config
+from detect.models import place_model
 from detect.checkpoint import save_checkpoint
 from detect.export import match_detections
 from detect.models.torchvision_compat import convert_fasterrcnn_resnet50_fpn
@@ -27,8 +30,15 @@ def models(tmp_path_factory):
     return reference, build_model(cfg).eval()
 
 
-def test_detections_match_torchvision(models, coco8):
+def _in_layout(model: nn.Module, channels_last: bool) -> nn.Module:
+    """``model`` as built (NCHW), or a copy placed channels-last as it runs on the CPU by default."""
+    return place_model(copy.deepcopy(model), torch.device("cpu"), channels_last=True) if channels_last else model
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_detections_match_torchvision(models, coco8, channels_last):
     reference, model = models
+    model = _in_layout(model, channels_last)
     images = coco8["images"][:3]
     with torch.no_grad():
         expected, got = reference(images), model(images)
@@ -80,8 +90,10 @@ class _FirstCandidatesSampler:
         return pos_masks, neg_masks
 
 
-def test_training_losses_match_torchvision(models, coco8):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_training_losses_match_torchvision(models, coco8, channels_last):
     reference, model = models
+    model = _in_layout(model, channels_last)
     # Images already at torchvision's training scale (shorter side 800), so its resize is the identity.
     images, targets = [], []
     for image, target in zip(coco8["images"][:2], coco8["targets"][:2]):
@@ -115,3 +127,12 @@ def test_training_losses_match_torchvision(models, coco8):
     }
     for tv_name, name in names.items():
         torch.testing.assert_close(got[name], expected[tv_name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize(("device", "asked", "expected"), [("cpu", None, True), ("cpu", False, False), ("cpu", True, True)])
+def test_place_model_layout(models, device, asked, expected):
+    placed = place_model(copy.deepcopy(models[1]), torch.device(device), asked)
+    convs = [m.weight for m in placed.modules() if isinstance(m, nn.Conv2d)]
+    layout = torch.channels_last if expected else torch.contiguous_format
+    assert all(w.is_contiguous(memory_format=layout) for w in convs)
+    assert placed.backbone_channels_last == expected

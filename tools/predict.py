@@ -38,7 +38,7 @@ from detect.config import load_config
 from detect.engine.distributed import init_distributed
 from detect.engine.trainer import resolve_device
 from detect.export import ExportedDetector
-from detect.models import build_model
+from detect.models import build_model, place_model
 from detect.predict import Predictor, expand_inputs
 from detect.prediction_parts import predict_in_parts
 from detect.tool_errors import exit_on_user_error
@@ -92,7 +92,8 @@ def _checkpoint_predictor(args: argparse.Namespace) -> tuple[Predictor, int, int
     cfg.model.roi_heads.score_thresh = min(cfg.model.roi_heads.score_thresh, args.score_thresh)
     device = resolve_device(cfg.train.device)
     rank, world_size, _ = init_distributed(device.type)  # before the model moves: it picks this process's GPU
-    return Predictor(build_model(cfg), device, args.score_thresh, cfg.train.amp), rank, world_size
+    model = place_model(build_model(cfg), device, cfg.train.channels_last)
+    return Predictor(model, device, args.score_thresh, cfg.train.amp), rank, world_size
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from detect.data.image_io import read_image, write_image
 from detect.engine.trainer import resolve_device
 from detect.evaluation.coco import load_results
 from detect.gallery import contact_sheet, draw_ranked_errors, rank_errors
-from detect.models import build_model
+from detect.models import build_model, place_model
 from detect.plots import plot_run
 from detect.predict import Predictor
 from detect.tool_errors import exit_on_user_error
@@ -43,7 +43,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         written = plot_run(run, out)
 
         dataset = build_dataset(cfg.data.val, cfg.data, is_train=False)
-        predictor = Predictor(build_model(cfg), resolve_device(cfg.train.device), args.score_thresh, cfg.train.amp)
+        device = resolve_device(cfg.train.device)
+        model = place_model(build_model(cfg), device, cfg.train.channels_last)
+        predictor = Predictor(model, device, args.score_thresh, cfg.train.amp)
         paths = [Path(dataset.image_info(i)["path"]) for i in range(min(args.num, len(dataset)))]
         rgbs = [read_image(p) for p in paths]
         drawn = [(p.name, predictor.draw(rgb, det)) for p, rgb, det in zip(paths, rgbs, predictor(rgbs))]

@@ -15,7 +15,7 @@ from detect.config import load_config
 from detect.engine import evaluate_model
 from detect.engine.distributed import init_distributed
 from detect.engine.trainer import resolve_device
-from detect.models import build_model
+from detect.models import build_model, place_model
 from detect.tool_errors import exit_on_user_error
 
 
@@ -32,7 +32,7 @@ def main() -> None:
         _, _, local_rank = init_distributed(device.type)
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
-        model = build_model(cfg).to(device)
+        model = place_model(build_model(cfg), device, cfg.train.channels_last)
         evaluate_model(model, cfg, Path(args.output_dir or Path(cfg.output_dir) / "test"), device)
 
 

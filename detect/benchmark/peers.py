@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from detect.config import IMAGENET_MEAN, IMAGENET_STD, SHIPPED_ROOT, load_config
@@ -118,7 +119,7 @@ class Detect(Peer):
     name = "detect"
 
     def __init__(self, state: dict[str, Tensor], work: Work):
-        from detect import build_model
+        from detect.models import build_model, place_model
         from detect.checkpoint import save_checkpoint
         from detect.models.torchvision_compat import convert_fasterrcnn_resnet50_fpn
 
@@ -137,7 +138,8 @@ class Detect(Peer):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "detect.pth"
             save_checkpoint(path, convert_fasterrcnn_resnet50_fpn(state, "the benchmark's weights"))
-            self.model = build_model(load_config(CONFIG, [f"model.weights={path}", *overrides], check_device=False))
+            cfg = load_config(CONFIG, [f"model.weights={path}", *overrides], check_device=False)
+            self.model = place_model(build_model(cfg), torch.device("cpu"), cfg.train.channels_last)
 
     def set_size(self, h: int, w: int) -> None:
         self.model.transform.min_size = min(h, w)

@@ -5,6 +5,11 @@ from __future__ import annotations
 from detect.benchmark.worker import INFERENCE_STAGES, TRAIN_STAGES
 
 INDENT = "&nbsp;&nbsp;"
+MODE_TITLES = {
+    "fp32": "each peer in the layout it picks itself: detect channels-last (its default on the CPU), torchvision and Detectron2 NCHW",
+    "fp32-cl": "every peer channels-last (model and image converted by its user)",
+    "bf16-cl": "bf16 autocast, every peer channels-last",
+}
 Row = tuple[str, list[str]]
 
 
@@ -49,7 +54,7 @@ def markdown(result: dict) -> str:
     ]
     for mode, figures in result["modes"].items():
         scaling = f" (GT boxes at {gt_size}, batch {plan['train_batch']}; batch sizes at {batch_size})" if mode in plan["scaling_modes"] else ""
-        lines += ["", f"**{mode}**{scaling}", ""]
+        lines += ["", f"**{mode}**: {MODE_TITLES[mode]}{scaling}", ""]
         lines += _table(figures, plan)
     lines.append("")
     for mode, pairs in result["agreement"].items():

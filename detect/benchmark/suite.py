@@ -27,8 +27,10 @@ from detect.export import match_detections
 # rounds logits to ~3 digits; Detectron2's unrounded anchors move its boxes slightly.
 AGREEMENT = {
     ("detect", "fp32"): (0.99, 1e-3),
+    ("detect", "fp32-cl"): (0.99, 1e-3),
     ("detect", "bf16-cl"): (0.9, 0.05),
     ("detectron2", "fp32"): (0.9, 0.05),
+    ("detectron2", "fp32-cl"): (0.9, 0.05),
     ("detectron2", "bf16-cl"): (0.9, 0.05),
 }
 
@@ -64,7 +66,7 @@ TOY = Plan(
     batch_size_size=(96, 128),
     warmup=0,
     repeats=1,
-    scaling_modes=["fp32", "bf16-cl"],
+    scaling_modes=list(MODES),
     work={"post_nms_topk_test": 100, "post_nms_topk_train": 200, "roi_batch_size_per_image": 64},
 )
 

@@ -27,7 +27,9 @@ from detect.benchmark.peers import Work, build_peer
 from detect.benchmark.weights import read_images
 from detect.engine.inference import autocast
 
-MODES = {"fp32": ("off", False), "bf16-cl": ("bf16", True)}  # mode -> (autocast, channels-last)
+# mode -> (autocast, channels-last); None: the layout the peer picks itself (detect: channels-last
+# on the CPU, place_model; torchvision and Detectron2: NCHW)
+MODES = {"fp32": ("off", None), "fp32-cl": ("off", True), "bf16-cl": ("bf16", True)}
 INFERENCE_STAGES = ("preprocess", "backbone", "rpn", "roi_head", "postprocess")
 TRAIN_STAGES = ("forward", "backward", "optimizer")
 LEARNING_RATE = 1e-6  # tiny: the weights stay realistic over the repeats
@@ -93,7 +95,7 @@ def random_targets(count: int, h: int, w: int, generator: torch.Generator) -> di
     return {"boxes": torch.cat([xy, xy + wh], dim=1), "labels": torch.randint(1, 91, (count,), generator=generator)}
 
 
-def _layout(image: Tensor, channels_last: bool) -> Tensor:
+def _layout(image: Tensor, channels_last: bool | None) -> Tensor:
     """Channels-last storage for a ``[3, H, W]`` image: its channels innermost, as a decoded HWC image."""
     return image.permute(1, 2, 0).contiguous().permute(2, 0, 1) if channels_last else image
 

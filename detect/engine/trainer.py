@@ -36,7 +36,7 @@ from detect.engine.optim import build_lr_scheduler, build_optimizer
 from detect.engine.preflight import SkippedImages, check_before_training
 from detect.engine.resume import checkpoint_name, resume_training, save_training_checkpoint
 from detect.engine.tensorboard import TensorBoardLog
-from detect.models import build_model
+from detect.models import build_model, place_model
 from detect.models.build import require_backbone_weights
 
 
@@ -87,10 +87,8 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any] | None:
     require_backbone_weights(cfg.model)
     dataset = build_dataset(cfg.data.train, cfg.data, is_train=True)
     check_before_training(cfg, dataset)
-    model = build_model(cfg, dataset_classes(dataset)).to(device)
+    model = place_model(build_model(cfg, dataset_classes(dataset)), device, cfg.train.channels_last)
     cfg.model.classes = model.categories.to_dict()  # the saved config then builds this model alone
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.train, model)
     scheduler = build_lr_scheduler(cfg.train, optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")

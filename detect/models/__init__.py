@@ -1,4 +1,4 @@
-from detect.models.build import build_model
+from detect.models.build import build_model, place_model
 from detect.models.faster_rcnn import FasterRCNN
 
-__all__ = ["build_model", "FasterRCNN"]
+__all__ = ["build_model", "place_model", "FasterRCNN"]

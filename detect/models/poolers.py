@@ -65,7 +65,8 @@ class RoIPooler(nn.Module):
     def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
         # Pooled in float32, as torchvision's autocast rules for its RoI ops do. Boxes must
         # never be cast to a bf16 feature's dtype: in bf16 a corner at x = 1290.6 is 1288.
-        feature, rois = feature.float(), rois.float()
+        # torchvision's kernels copy a channels-last feature to NCHW on every call: once here.
+        feature, rois = feature.to(torch.float32, memory_format=torch.contiguous_format), rois.float()
         if self.pool_type == "pool":
             return roi_pool(feature, rois, self.output_size, scale)
         if feature.device.type == "cpu" and torch.get_num_threads() > 1 and not torch.compiler.is_compiling():
