@@ -6,7 +6,7 @@ from torchvision.ops import box_iou
 
 import detect.models.matcher as matcher_module
 from detect.models.anchors import AnchorGenerator
-from detect.models.matcher import BalancedSampler, Matcher
+from detect.models.matcher import PAIR_MIN_IOU, BalancedSampler, Matcher
 
 
 def _h(x1: float, x2: float) -> list[float]:
@@ -293,6 +293,58 @@ def test_match_pairs_equals_dense_matching(strides):
     for low_quality in (True, False):
         matcher = Matcher(0.6, 0.3, allow_low_quality_matches=low_quality)
         expected = matcher(gt, gt_valid, anchors)
-        got = matcher.match_pairs(gt, gt_valid, anchors, generator.overlapping(flat, feature_sizes, image_size, 500))
+        got = matcher.match_pairs(gt, gt_valid, anchors, lambda _: generator.overlapping(flat, feature_sizes, image_size, 500))
         assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
         assert (got[1][:2] == 1).any() and (got[1] == 0).any()
+
+
+def test_overlapping_leaves_out_only_pairs_below_the_area_ratio():
+    generator = AnchorGenerator([[8], [32]], [0.5, 1.0, 2.0], strides=[4, 8])
+    feature_sizes, image_size = [(32, 32), (16, 16)], (128, 128)
+    anchors = torch.cat(generator(feature_sizes, image_size, torch.device("cpu")))
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(20, 2, generator=g) * 60
+    boxes = torch.cat([xy, xy + 2 + torch.rand(20, 2, generator=g) * 60], dim=1)
+    iou = box_iou(boxes, anchors)
+    for ratio in (1 / 16, 0.2):
+        covered = torch.zeros_like(iou, dtype=torch.bool)
+        for box_index, anchor_index in generator.overlapping(boxes, feature_sizes, image_size, 300, ratio):
+            covered[box_index, anchor_index] = True
+        assert not (iou >= ratio)[~covered].any()  # every pair that can reach the ratio is there
+        assert ((iou > 0) & ~covered).any()  # and some overlapping pairs are not
+
+
+@pytest.mark.parametrize("tiny_box", [False, True])
+def test_match_pairs_leaves_out_pairs_that_change_no_label(tiny_box):
+    # Boxes of 40-100 px against 8 px and 32 px anchors: the small anchors' pairs are left out.
+    # A 1.5 px box's best IoU (2.25 / 64) is below PAIR_MIN_IOU: then all pairs are matched.
+    generator = AnchorGenerator([[8], [32]], [0.5, 1.0, 2.0], strides=[4, 8])
+    feature_sizes, image_size = [(32, 32), (16, 16)], (128, 128)
+    anchors = torch.cat(generator(feature_sizes, image_size, torch.device("cpu")))
+    g = torch.Generator().manual_seed(2)
+    xy = torch.rand(2, 6, 2, generator=g) * 20
+    gt = torch.cat([xy, xy + 40 + torch.rand(2, 6, 2, generator=g) * 60], dim=-1)
+    if tiny_box:
+        gt[1, 2] = torch.tensor([50.0, 50.0, 51.5, 51.5])
+    gt_valid = torch.ones(2, 6, dtype=torch.bool)
+    image_of, gt_of = torch.where(gt_valid)
+    flat = gt[image_of, gt_of]
+    asked = []
+
+    def pairs(min_iou):
+        asked.append(min_iou)
+        return generator.overlapping(flat, feature_sizes, image_size, 200, min_iou)
+
+    matcher = Matcher(0.7, 0.3, allow_low_quality_matches=True)
+    expected_gt, expected_labels = matcher(gt, gt_valid, anchors)
+    got_gt, got_labels = matcher.match_pairs(gt, gt_valid, anchors, pairs)
+    best_iou = torch.stack([box_iou(gt[i], anchors).max(dim=0).values for i in range(2)])
+    assert asked == ([PAIR_MIN_IOU, 0.0] if tiny_box else [PAIR_MIN_IOU])
+    assert torch.equal(got_labels, expected_labels)
+    reaches = best_iou >= PAIR_MIN_IOU
+    assert torch.equal(got_gt[reaches], expected_gt[reaches])
+    if tiny_box:
+        assert torch.equal(got_gt, expected_gt)
+    else:
+        assert ((best_iou > 0) & ~reaches).any()  # the comparison covers boxes whose pairs were left out
+    assert (got_labels == 1).sum() > 12 and (got_labels == 0).any()

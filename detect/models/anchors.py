@@ -99,7 +99,12 @@ class AnchorGenerator(nn.Module):
         return anchors
 
     def overlapping(
-        self, boxes: Tensor, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int], max_pairs: int
+        self,
+        boxes: Tensor,
+        feature_sizes: list[tuple[int, int]],
+        image_size: tuple[int, int],
+        max_pairs: int,
+        min_area_ratio: float = 0.0,
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """Pairs of a box and an anchor that may overlap: all pairs of IoU > 0, and some of IoU 0.
 
@@ -107,6 +112,8 @@ class AnchorGenerator(nn.Module):
             boxes: ``[K, 4]``.
             feature_sizes, image_size: as for :meth:`forward`, whose anchor indices the pairs use.
             max_pairs: pairs per group yielded (exceeded only by a single box's own pairs).
+            min_area_ratio: pairs whose smaller area is less than this fraction of the larger
+                are left out: their IoU, at most that fraction, is below it.
 
         Yields:
             groups of ``(box_index [P], anchor_index [P])``, each group holding all pairs of its boxes.
@@ -114,6 +121,7 @@ class AnchorGenerator(nn.Module):
         device = boxes.device
         rects = []  # per level: first row, rows, first column, columns (each [K, A]), width, index offset
         offset = 0
+        box_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         for level, ((h, w), base) in enumerate(zip(feature_sizes, self.cell_anchors)):
             stride_y, stride_x = self._level_strides(level, (h, w), image_size)
             base = base.to(device)
@@ -122,7 +130,10 @@ class AnchorGenerator(nn.Module):
             j1 = torch.ceil((boxes[:, None, 2] - base[:, 0]) / stride_x).clamp(0, w - 1)
             i0 = torch.floor((boxes[:, None, 1] - base[:, 3]) / stride_y).clamp(0, h - 1)
             i1 = torch.ceil((boxes[:, None, 3] - base[:, 1]) / stride_y).clamp(0, h - 1)
-            rects.append((i0.long(), (i1 - i0 + 1).long(), j0.long(), (j1 - j0 + 1).long(), w, offset))
+            anchor_area = (base[:, 2] - base[:, 0]) * (base[:, 3] - base[:, 1])
+            similar = torch.minimum(box_area[:, None], anchor_area) >= min_area_ratio * torch.maximum(box_area[:, None], anchor_area)
+            rows = (i1 - i0 + 1).long() * similar  # no rows: no pairs of this box and cell anchor
+            rects.append((i0.long(), rows, j0.long(), (j1 - j0 + 1).long(), w, offset))
             offset += h * w * len(base)
         num_anchors = self.num_anchors_per_location
         per_box = sum((rows * cols).sum(dim=1) for _, rows, _, cols, _, _ in rects)  # (K,)

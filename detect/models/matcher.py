@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from detect.box_ops import batched_pairwise_iou, box_iou_broadcast
 
@@ -18,6 +18,11 @@ from detect.box_ops import batched_pairwise_iou, box_iou_broadcast
 IOU_CHUNK_ELEMENTS = 1 << 22
 # match_pairs packs a ground-truth index below an IoU's float bits in one int64.
 _INDEX_BITS = (1 << 31) - 1
+# match_pairs first matches only the pairs whose IoU can reach this; at 800x1333 with 1000
+# random boxes per image that leaves out most pairs (large boxes against small anchors).
+PAIR_MIN_IOU = 1 / 16
+
+PairGroups = Iterable[tuple[Tensor, Tensor]]
 
 
 class Matcher:
@@ -78,7 +83,7 @@ class Matcher:
         return matched_gt, self._labels(best_iou, low_quality, boxes_valid)
 
     def match_pairs(
-        self, gt_boxes: Tensor, gt_valid: Tensor, boxes: Tensor, pair_groups: Iterable[tuple[Tensor, Tensor]]
+        self, gt_boxes: Tensor, gt_valid: Tensor, boxes: Tensor, pairs: Callable[[float], PairGroups]
     ) -> tuple[Tensor, Tensor]:
         """What ``self(gt_boxes, gt_valid, boxes)`` returns for boxes shared by all images, from
         the pairs that may overlap only: for anchors and many ground-truth boxes.
@@ -86,13 +91,23 @@ class Matcher:
         Args:
             gt_boxes, gt_valid: as for ``__call__``.
             boxes: ``[M, 4]``, shared by all images.
-            pair_groups: ``(gt index [P], box index [P])`` pairs, the gt index into the valid
-                ground truth in row-major order (``gt_boxes[gt_valid]``); every pair left out
-                has IoU 0, and a group holds all pairs of its ground truth.
+            pairs: ``pairs(min_iou)`` gives groups of ``(gt index [P], box index [P])`` pairs,
+                the gt index into the valid ground truth in row-major order (``gt_boxes[gt_valid]``);
+                every pair left out has IoU below ``min_iou`` (0: IoU 0), and a group holds all
+                pairs of its ground truth.
 
         Returns:
-            matched_gt ``[N, M]`` and labels ``[N, M]``, equal to ``__call__``'s.
+            matched_gt ``[N, M]`` and labels ``[N, M]``: the labels equal ``__call__``'s, and so
+            does matched_gt wherever the best IoU reaches ``PAIR_MIN_IOU`` (every box labelled 1).
         """
+        matched_gt, labels, gt_best = self._match_pairs(gt_boxes, gt_valid, boxes, pairs(PAIR_MIN_IOU))
+        # A pair left out could only change a label below bg_thresh or a ground truth's best IoU.
+        if self.bg_thresh < PAIR_MIN_IOU or (self.allow_low_quality_matches and bool((gt_best < PAIR_MIN_IOU).any())):
+            matched_gt, labels, _ = self._match_pairs(gt_boxes, gt_valid, boxes, pairs(0.0))
+        return matched_gt, labels
+
+    def _match_pairs(self, gt_boxes: Tensor, gt_valid: Tensor, boxes: Tensor, pair_groups: PairGroups) -> tuple[Tensor, Tensor, Tensor]:
+        """match_pairs over the given pairs only; also the best IoU of each valid ground truth among them."""
         num_images, num_boxes = gt_valid.shape[0], boxes.shape[0]
         device = gt_boxes.device
         image_of, gt_of = torch.where(gt_valid)
@@ -107,8 +122,8 @@ class Matcher:
             iou = box_iou_broadcast(flat_gt[gt_index], boxes[box_index])
             slot = image_of[gt_index] * num_boxes + box_index
             key.scatter_reduce_(0, slot, (iou.view(torch.int32).long() << 32) | (_INDEX_BITS - gt_of[gt_index]), "amax")
+            gt_best.scatter_reduce_(0, gt_index, iou, "amax")
             if self.allow_low_quality_matches:  # the group's ground truth has all its pairs: its best IoU is final
-                gt_best.scatter_reduce_(0, gt_index, iou, "amax")
                 best = gt_best[gt_index]
                 low_quality[slot[(iou == best) & (best > 0)]] = True
         paired = key != 0
@@ -116,7 +131,7 @@ class Matcher:
         best_iou[~gt_valid.any(dim=1)] = -1.0  # as __call__: only padding to match
         matched_gt = torch.where(paired, _INDEX_BITS - (key & _INDEX_BITS), 0).view(num_images, num_boxes)
         matched_gt[best_iou <= 0] = 0  # argmax of all-zero IoUs: the first ground truth
-        return matched_gt, self._labels(best_iou, low_quality.view(num_images, num_boxes), None)
+        return matched_gt, self._labels(best_iou, low_quality.view(num_images, num_boxes), None), gt_best
 
     def _labels(self, best_iou: Tensor, low_quality: Tensor, boxes_valid: Tensor | None) -> Tensor:
         labels = torch.full(best_iou.shape, -1, dtype=torch.int8, device=best_iou.device)

@@ -20,8 +20,9 @@ from detect.models.targets import GroundTruth
 # (ground truth, anchor) pairs matched at once: bounds the matcher's memory (some 100 bytes a pair at its peak).
 MAX_PAIRS = 1 << 20
 # Ground-truth boxes per image from which anchors are matched pair by pair. At 800x1333 pairs
-# took 0.95 s against the dense IoU matrix's 2.5 s at 1000 boxes; at 10 boxes both take some
-# 25 ms (the dense matrix was faster on a loaded machine), so the well-tested dense path stays.
+# took 0.95 s against the dense IoU matrix's 2.5 s at 1000 boxes, before PAIR_MIN_IOU left out
+# most pairs; at 10 boxes both take some 25 ms (the dense matrix was faster on a loaded
+# machine), so the well-tested dense path stays.
 SPARSE_MATCH_MIN_GT = 32
 
 
@@ -116,7 +117,11 @@ class RPN(nn.Module):
             if gt.boxes.shape[1] >= SPARSE_MATCH_MIN_GT:
                 # Only the anchors near each ground-truth box: work that grows with the boxes' area, not R * G.
                 image_of, gt_of = torch.where(gt.valid)
-                pairs = self.anchor_generator.overlapping(gt.boxes[image_of, gt_of], feature_sizes, padded_size, MAX_PAIRS)
+                flat_gt = gt.boxes[image_of, gt_of]
+
+                def pairs(min_iou: float):
+                    return self.anchor_generator.overlapping(flat_gt, feature_sizes, padded_size, MAX_PAIRS, min_iou)
+
                 matched_gt, labels = self.matcher.match_pairs(gt.boxes, gt.valid, anchors, pairs)
             else:
                 matched_gt, labels = self.matcher(gt.boxes, gt.valid, anchors)
