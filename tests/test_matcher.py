@@ -348,3 +348,24 @@ def test_match_pairs_leaves_out_pairs_that_change_no_label(tiny_box):
     else:
         assert ((best_iou > 0) & ~reaches).any()  # the comparison covers boxes whose pairs were left out
     assert (got_labels == 1).sum() > 12 and (got_labels == 0).any()
+
+
+def test_match_pairs_with_bg_thresh_below_the_pair_bound_matches_every_pair():
+    # bg_thresh 0.05 < PAIR_MIN_IOU: a pair left out could make a box ignored instead of background.
+    generator = AnchorGenerator([[8], [32]], [0.5, 1.0, 2.0], strides=[4, 8])
+    feature_sizes, image_size = [(32, 32), (16, 16)], (128, 128)
+    anchors = torch.cat(generator(feature_sizes, image_size, torch.device("cpu")))
+    gt = torch.tensor([[[10.0, 10.0, 90.0, 70.0], [40.0, 30.0, 120.0, 110.0]]])
+    gt_valid = torch.ones(1, 2, dtype=torch.bool)
+    asked = []
+
+    def pairs(min_iou):
+        asked.append(min_iou)
+        return generator.overlapping(gt[0], feature_sizes, image_size, 200, min_iou)
+
+    matcher = Matcher(0.7, 0.05, allow_low_quality_matches=True)
+    got = matcher.match_pairs(gt, gt_valid, anchors, pairs)
+    expected = matcher(gt, gt_valid, anchors)
+    assert asked == [0.0]
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    assert (got[1] == -1).any()  # anchors of IoU 0.05-0.7: ignored, which a left-out pair would have made background

@@ -51,9 +51,9 @@ def place_model(model: FasterRCNN, device: torch.device, channels_last: bool | N
     """``model`` on ``device``, its convolution weights in the memory format ``train.channels_last`` asks for.
 
     None picks channels-last on the CPU, where oneDNN runs it without reordering every
-    convolution's input and output (measured: R50-FPN at 800x1333, fp32, backbone 0.76x
-    the time of NCHW); CUDA stays NCHW unless asked, unmeasured there. The model's input
-    follows its weights (``FasterRCNN.forward``).
+    convolution's input and output (``docs/benchmark/cpu.json``: the fp32 against the
+    fp32-cl backbone times of torchvision and Detectron2); CUDA stays NCHW unless asked,
+    unmeasured there. The model's input follows its weights (``FasterRCNN.forward``).
     """
     model = model.to(device)
     if channels_last if channels_last is not None else device.type == "cpu":

@@ -100,9 +100,10 @@ class Matcher:
             matched_gt ``[N, M]`` and labels ``[N, M]``: the labels equal ``__call__``'s, and so
             does matched_gt wherever the best IoU reaches ``PAIR_MIN_IOU`` (every box labelled 1).
         """
-        matched_gt, labels, gt_best = self._match_pairs(gt_boxes, gt_valid, boxes, pairs(PAIR_MIN_IOU))
         # A pair left out could only change a label below bg_thresh or a ground truth's best IoU.
-        if self.bg_thresh < PAIR_MIN_IOU or (self.allow_low_quality_matches and bool((gt_best < PAIR_MIN_IOU).any())):
+        min_iou = PAIR_MIN_IOU if self.bg_thresh >= PAIR_MIN_IOU else 0.0
+        matched_gt, labels, gt_best = self._match_pairs(gt_boxes, gt_valid, boxes, pairs(min_iou))
+        if min_iou > 0 and self.allow_low_quality_matches and bool((gt_best < min_iou).any()):
             matched_gt, labels, _ = self._match_pairs(gt_boxes, gt_valid, boxes, pairs(0.0))
         return matched_gt, labels
 
