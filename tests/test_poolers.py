@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.ops import MultiScaleRoIAlign, roi_align, roi_pool
 
-from detect.models.poolers import ParallelRoIAlign, RoIPooler, assign_fpn_levels
+from detect.models.poolers import RoIPooler, assign_fpn_levels, roi_align_gather
 
 
 def _box(w: float, h: float) -> list[float]:
@@ -72,35 +72,38 @@ def test_unknown_pooler_type_is_an_error():
         RoIPooler(7, [16], 2, False, "max")
 
 
-@pytest.mark.parametrize("threads", [2, 3])
-def test_parallel_roi_align_matches_torchvision(threads):
-    # RoIs of 3 images in random order, split over 2 or 3 chunks: the forward must equal torchvision's
-    # exactly, the chunks' partial gradients must sum to torchvision's gradient.
-    torch.manual_seed(0)
-    feature = torch.randn(3, 8, 40, 48)
-    xy = torch.rand(50, 2) * 150
-    rois = torch.cat([torch.randint(0, 3, (50, 1)).float(), xy, xy + torch.rand(50, 2) * 40 + 2], dim=1)
-    grad = torch.randn(50, 8, 7, 7)
-    expected_input = feature.clone().requires_grad_()
-    roi_align(expected_input, rois, 7, 0.25, 2, False).backward(grad)
-    got_input = feature.clone().requires_grad_()
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        out = ParallelRoIAlign.apply(got_input, rois, 7, 0.25, 2, False)
-        torch.testing.assert_close(out, roi_align(feature, rois, 7, 0.25, 2, False), rtol=0, atol=0)
-        out.backward(grad)
-    finally:
-        torch.set_num_threads(saved)
-    torch.testing.assert_close(got_input.grad, expected_input.grad, rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("sampling_ratio", [0, 1, 2, 3])
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_roi_align_gather_matches_torchvision(sampling_ratio, aligned, channels_last):
+    # RoIs of 3 images in random order, some empty, tiny, larger than the image or partly outside
+    # it (torchvision's edge rules), at two scales: values and gradients equal to torchvision's
+    # up to float32 summation order.
+    g = torch.Generator().manual_seed(sampling_ratio)
+    feature = torch.randn(3, 8, 23, 37, generator=g)
+    for scale in (0.25, 1 / 32):
+        extent = torch.tensor([37 / scale, 23 / scale])
+        xy = (torch.rand(80, 2, generator=g) * 1.4 - 0.2) * extent
+        sides = torch.rand(80, 2, generator=g) ** 3 * extent
+        sides[:6] = torch.tensor([0.0, 0.0, 0.3, 0.2, 0.0, 5.0, 400.0, 300.0, 1.0, 0.0, 40.0, 40.0]).view(6, 2)
+        rois = torch.cat([torch.randint(0, 3, (80, 1), generator=g).float(), xy, xy + sides], dim=1)
+        grad = torch.randn(80, 8, 7, 7, generator=g)
+        expected_input = feature.clone().requires_grad_()
+        expected = roi_align(expected_input, rois, 7, scale, sampling_ratio, aligned)
+        expected.backward(grad)
+        got_input = (feature.contiguous(memory_format=torch.channels_last) if channels_last else feature.clone()).requires_grad_()
+        got = roi_align_gather(got_input, rois, 7, scale, sampling_ratio, aligned)
+        got.backward(grad)
+        torch.testing.assert_close(got, expected, rtol=0, atol=2e-6)
+        torch.testing.assert_close(got_input.grad, expected_input.grad, rtol=0, atol=5e-5)
 
 
-def test_parallel_roi_align_without_rois():
-    feature = torch.randn(2, 4, 10, 10, requires_grad=True)
-    out = ParallelRoIAlign.apply(feature, torch.zeros(0, 5), 7, 0.25, 2, False)
-    assert out.shape == (0, 4, 7, 7)
-    out.sum().backward()
-    assert feature.grad.shape == feature.shape and not feature.grad.any()
+def test_roi_align_gather_without_rois_or_samples():
+    feature = torch.randn(2, 4, 10, 10)
+    assert roi_align_gather(feature, torch.zeros(0, 5), 7, 0.25, 0, False).shape == (0, 4, 7, 7)
+    # aligned and adaptive, every RoI empty: no sample at all, zeros as in torchvision
+    empty = torch.tensor([[0.0, 5.0, 5.0, 5.0, 5.0], [1.0, 2.0, 3.0, 2.0, 3.0]])
+    assert torch.equal(roi_align_gather(feature, empty, 7, 1.0, 0, True), roi_align(feature, empty, 7, 1.0, 0, True))
 
 
 @pytest.mark.parametrize("pool_type", ["align", "pool"])

@@ -57,7 +57,7 @@ def assert_same_training(run: Path, reference: Path, rel: float = 1e-5) -> None:
     """Both runs logged the same iterations with the same lr and losses and ended with the same weights.
 
     Args:
-        rel: relative tolerance of each loss, and of all weights together (the norm of
+        rel: relative tolerance of each loss (absolute ``rel / 10`` for losses near zero), and of all weights together (the norm of
             their difference over the norm of the reference's). Each weight tensor alone
             may differ by 10 x ``rel``: one that starts at zero, like the box predictor's
             bias, is so small after a few steps that rounding alone moves it by ~1e-5.
@@ -67,7 +67,8 @@ def assert_same_training(run: Path, reference: Path, rel: float = 1e-5) -> None:
     for iteration, record in expected.items():
         assert log[iteration]["lr"] == record["lr"], iteration
         for key in LOSSES:
-            assert log[iteration][key] == pytest.approx(record[key], rel=rel), (iteration, key)
+            # a loss near zero (the box loss of a few positives) carries the rounding of larger terms
+            assert log[iteration][key] == pytest.approx(record[key], rel=rel, abs=rel / 10), (iteration, key)
     weights = load_checkpoint(run / "model_final.pth")["model"]
     expected_weights = load_checkpoint(reference / "model_final.pth")["model"]
     assert weights.keys() == expected_weights.keys()
