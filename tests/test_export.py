@@ -34,7 +34,7 @@ SMALL = [
     "model.roi_heads.batch_size_per_image=64",
     "model.roi_heads.detections_per_image=50",
     "model.roi_heads.score_thresh=0.01",
-    "model.roi_heads.nms_thresh=0.7",  # overlapping detections kept: more to compare
+    "model.roi_heads.nms_thresh=0.8",  # overlapping detections kept: more to compare
 ]
 DESIGNS = {
     "fpn": ("configs/quickstart_shapes.py", ["model.fpn.out_channels=64", "model.roi_heads.fc_dim=128"]),

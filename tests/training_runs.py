@@ -57,8 +57,9 @@ def assert_same_training(run: Path, reference: Path, rel: float = 1e-5) -> None:
     """Both runs logged the same iterations with the same lr and losses and ended with the same weights.
 
     Args:
-        rel: relative tolerance of each loss (absolute ``rel / 10`` for losses near zero), and of all weights together (the norm of
-            their difference over the norm of the reference's). Each weight tensor alone
+        rel: relative tolerance of each loss (absolute ``rel / 10`` for losses near zero),
+            and of all weights together (the norm of their difference over the norm of the
+            reference's). Each weight tensor alone
             may differ by 10 x ``rel``: one that starts at zero, like the box predictor's
             bias, is so small after a few steps that rounding alone moves it by ~1e-5.
     """

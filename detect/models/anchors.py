@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from detect.box_ops import box_area
+
 
 def cell_anchors(sizes: list[float], aspect_ratios: list[float], rounded: bool = True) -> Tensor:
     """The ``A = len(aspect_ratios) * len(sizes)`` anchors centred on (0, 0), ``[A, 4]`` float32.
@@ -121,7 +123,7 @@ class AnchorGenerator(nn.Module):
         device = boxes.device
         rects = []  # per level: first row, rows, first column, columns (each [K, A]), width, index offset
         offset = 0
-        box_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        box_areas = box_area(boxes)[:, None]  # (K, 1)
         for level, ((h, w), base) in enumerate(zip(feature_sizes, self.cell_anchors)):
             stride_y, stride_x = self._level_strides(level, (h, w), image_size)
             base = base.to(device)
@@ -130,8 +132,8 @@ class AnchorGenerator(nn.Module):
             j1 = torch.ceil((boxes[:, None, 2] - base[:, 0]) / stride_x).clamp(0, w - 1)
             i0 = torch.floor((boxes[:, None, 1] - base[:, 3]) / stride_y).clamp(0, h - 1)
             i1 = torch.ceil((boxes[:, None, 3] - base[:, 1]) / stride_y).clamp(0, h - 1)
-            anchor_area = (base[:, 2] - base[:, 0]) * (base[:, 3] - base[:, 1])
-            similar = torch.minimum(box_area[:, None], anchor_area) >= min_area_ratio * torch.maximum(box_area[:, None], anchor_area)
+            anchor_areas = box_area(base)  # (A,)
+            similar = torch.minimum(box_areas, anchor_areas) >= min_area_ratio * torch.maximum(box_areas, anchor_areas)
             rows = (i1 - i0 + 1).long() * similar  # no rows: no pairs of this box and cell anchor
             rects.append((i0.long(), rows, j0.long(), (j1 - j0 + 1).long(), w, offset))
             offset += h * w * len(base)

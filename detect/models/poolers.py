@@ -94,6 +94,8 @@ def roi_align_gather(feature: Tensor, rois: Tensor, output_size: int, scale: flo
     """
     n, c, h, w = feature.shape
     num_rois, bins = rois.shape[0], output_size * output_size
+    if num_rois == 0:
+        return feature.new_zeros((0, c, output_size, output_size))
     offset = 0.5 if aligned else 0.0
     x1, y1, x2, y2 = (rois[:, 1:] * scale - offset).unbind(1)
     width, height = x2 - x1, y2 - y1
@@ -120,20 +122,20 @@ def roi_align_gather(feature: Tensor, rois: Tensor, output_size: int, scale: flo
         weight = y_weight[:, :, None, :, None] * x_weight[:, None, :, None, :] / count[:, None, None, None, None]
         bags = (last - first) * bins
         chunks.append(F.embedding_bag(index.view(bags, -1), pixels, per_sample_weights=weight.view(bags, -1), mode="sum"))
-    pooled = chunks[0] if len(chunks) == 1 else torch.cat(chunks) if chunks else feature.new_zeros((0, c))
+    pooled = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
     pooled = pooled.view(num_rois, output_size, output_size, c).permute(0, 3, 1, 2)  # (R*S*S, C) -> (R, C, S, S)
     return pooled if order is None else pooled[order.argsort()]
 
 
 def _chunks(grid: Tensor, bins: int) -> list[tuple[int, int]]:
-    """Consecutive RoI ranges whose taps, padded to the range's largest ``grid`` (ascending), fit one call."""
+    """Consecutive RoI ranges (at least one RoI) whose taps, padded to the range's largest ``grid`` (ascending), fit one call."""
     taps = [bins * (2 * max(int(g), 1)) ** 2 for g in grid.tolist()]
     ranges, first = [], 0
     for i, roi_taps in enumerate(taps):
         if i > first and (i + 1 - first) * roi_taps > GATHER_TAPS_PER_CALL:
             ranges.append((first, i))
             first = i
-    return ranges + [(first, len(taps))] if taps else []
+    return [*ranges, (first, len(taps))]
 
 
 def _axis_taps(start: Tensor, bin_size: Tensor, grid: Tensor, output_size: int, size: int) -> tuple[Tensor, Tensor]:
