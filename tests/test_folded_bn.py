@@ -83,3 +83,18 @@ def test_blocks_with_trainable_bn_run_unfolded():
     assert not has_frozen_bn(block)
     x = torch.randn(2, 32, 6, 6)
     torch.testing.assert_close(run_block(block, x), block(x), rtol=0, atol=0)
+
+
+def test_conv_frozen_bn_backward_refolds_the_current_weight():
+    """The folded weight is recomputed for the backward, not kept: a weight changed in place
+    after the forward would give wrong gradients, so it is an error, as autograd makes it."""
+    g = torch.Generator().manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1, bias=False)
+    bn = FrozenBatchNorm2d(6)
+    _randomise_frozen_bn(bn, g)
+    x = torch.randn(1, 4, 5, 5, generator=g, requires_grad=True)
+    y = conv_frozen_bn(conv, bn, x)
+    with torch.no_grad():
+        conv.weight.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified in place between the forward and the backward"):
+        y.sum().backward()

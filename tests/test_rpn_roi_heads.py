@@ -254,3 +254,42 @@ def test_rpn_losses_with_many_boxes_equal_dense_matching(monkeypatch):
     assert sparse["loss_rpn_box"] > 0
     for name in dense:
         torch.testing.assert_close(sparse[name], dense[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_rpn_head_equals_its_convs_run_one_by_one(channels_last):
+    """The head runs its sibling convs as one and masks the ReLU's gradient in place; outputs
+    and every gradient equal the plain conv -> ReLU -> two 1x1 convs of each level."""
+    g = torch.Generator().manual_seed(0)
+    head = RPNHead(8, 3)
+    for p in head.parameters():
+        p.data.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    features = [torch.randn(2, 8, s, s + 3, generator=g) for s in (9, 5)]
+    if channels_last:
+        head = head.to(memory_format=torch.channels_last)
+        features = [f.contiguous(memory_format=torch.channels_last) for f in features]
+
+    def reference(xs):
+        logits, deltas = [], []
+        for x in xs:
+            t = torch.relu(torch.nn.functional.conv2d(x, head.conv.weight, head.conv.bias, padding=1))
+            o = torch.nn.functional.conv2d(t, head.objectness.weight, head.objectness.bias)
+            d = torch.nn.functional.conv2d(t, head.deltas.weight, head.deltas.bias)
+            n, _, h, w = o.shape
+            logits.append(o.permute(0, 2, 3, 1).reshape(n, -1))
+            deltas.append(d.view(n, 3, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4))
+        return torch.cat(logits, 1), torch.cat(deltas, 1)
+
+    results = []
+    for run in (reference, head):
+        xs = [f.clone().requires_grad_(True) for f in features]
+        logits, deltas = run(xs)
+        weights = torch.linspace(-1, 1, logits.numel()).view_as(logits)
+        loss = (logits * weights).sum() + (deltas * deltas).sum()
+        grads = torch.autograd.grad(loss, xs + list(head.parameters()))
+        results.append((logits.detach(), deltas.detach(), grads))
+    (expected_logits, expected_deltas, expected_grads), (logits, deltas, grads) = results
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(deltas, expected_deltas, rtol=1e-5, atol=1e-5)
+    for got, expected in zip(grads, expected_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

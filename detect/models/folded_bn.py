@@ -10,6 +10,7 @@ and BN buffers; only the forward computation changes.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
@@ -17,12 +18,33 @@ from torchvision.ops import FrozenBatchNorm2d
 
 
 def conv_frozen_bn(conv: nn.Conv2d, bn: FrozenBatchNorm2d, x: Tensor) -> Tensor:
-    """``bn(conv(x))`` as one convolution (equal up to float rounding)."""
+    """``bn(conv(x))`` as one convolution (equal up to float rounding).
+
+    When the weight is trained, the backward recomputes the folded weight from ``conv.weight``
+    rather than keeping it: ResNet-50's trunk would otherwise hold a second copy of its
+    weights (some 90 MB) from its forward to its backward.
+    """
     scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
     shift = bn.bias - bn.running_mean * scale
     if conv.bias is not None:
         shift = shift + conv.bias * scale
-    return conv._conv_forward(x, conv.weight * scale.view(-1, 1, 1, 1), shift)
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    if not (torch.is_grad_enabled() and conv.weight.requires_grad):
+        return conv._conv_forward(x, weight, shift)
+    version = conv.weight._version
+
+    def pack(saved: Tensor) -> Tensor | tuple[()]:
+        return () if saved is weight else saved
+
+    def unpack(packed: Tensor | tuple[()]) -> Tensor:
+        if isinstance(packed, Tensor):
+            return packed
+        if conv.weight._version != version:
+            raise RuntimeError("a convolution weight was modified in place between the forward and the backward")
+        return conv.weight * scale.view(-1, 1, 1, 1)
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        return conv._conv_forward(x, weight, shift)
 
 
 def has_frozen_bn(block: nn.Module) -> bool:

@@ -26,6 +26,30 @@ MAX_PAIRS = 1 << 20
 SPARSE_MATCH_MIN_GT = 32
 
 
+class _ReLUMaskingGradientInPlace(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.mark_dirty(x)
+        out = x.relu_()
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward.grad_input(grad, out, 0, grad_input=grad)
+
+
+def relu_masking_gradient_in_place(x: Tensor) -> Tensor:
+    """``F.relu(x, inplace=True)`` whose backward zeroes the incoming gradient in place.
+
+    torch's ReLU backward writes a new gradient: at the RPN head's P2 (137 MB for two
+    800x1333 images) that new tensor is the training step's peak. The incoming gradient
+    must have no other reader: here it is the sibling convs' fresh input gradient.
+    """
+    return _ReLUMaskingGradientInPlace.apply(x)
+
+
 class RPNHead(nn.Module):
     """A shared 3x3 conv + ReLU, then sibling 1x1 convs for objectness (A) and deltas (4A)."""
 
@@ -42,13 +66,20 @@ class RPNHead(nn.Module):
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Returns objectness ``[N, R]`` and deltas ``[N, R, 4]`` over all levels."""
+        # The sibling convs run as one: a single reader of ``t`` gets one gradient, where two
+        # readers' gradients would be summed into a third activation-sized tensor.
+        weight = torch.cat([self.objectness.weight, self.deltas.weight])
+        bias = torch.cat([self.objectness.bias, self.deltas.bias])
+        num_anchors = self.objectness.out_channels
         logits, deltas = [], []
         for x in features:
-            t = F.relu(self.conv(x), inplace=True)  # the conv output is not needed for its backward
+            t = self.conv(x)
+            t = relu_masking_gradient_in_place(t) if torch.is_grad_enabled() else t.relu_()
             n, _, h, w = t.shape
-            logits.append(self.objectness(t).permute(0, 2, 3, 1).reshape(n, -1))  # (N, A, H, W) -> (N, H*W*A)
+            objectness, box_deltas = F.conv2d(t, weight, bias).split([num_anchors, 4 * num_anchors], dim=1)
+            logits.append(objectness.permute(0, 2, 3, 1).reshape(n, -1))  # (N, A, H, W) -> (N, H*W*A)
             # (N, A*4, H, W) -> (N, A, 4, H, W) -> (N, H, W, A, 4) -> (N, H*W*A, 4)
-            deltas.append(self.deltas(t).view(n, -1, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4))
+            deltas.append(box_deltas.reshape(n, -1, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4))
         # Box math and losses in float32 also under bf16/fp16 autocast: 2 px steps at 256-512 px in bf16.
         return torch.cat(logits, dim=1).float(), torch.cat(deltas, dim=1).float()
 
