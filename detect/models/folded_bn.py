@@ -28,7 +28,11 @@ def conv_frozen_bn(conv: nn.Conv2d, bn: FrozenBatchNorm2d, x: Tensor) -> Tensor:
     shift = bn.bias - bn.running_mean * scale
     if conv.bias is not None:
         shift = shift + conv.bias * scale
-    weight = conv.weight * scale.view(-1, 1, 1, 1)
+
+    def folded_weight() -> Tensor:
+        return conv.weight * scale.view(-1, 1, 1, 1)
+
+    weight = folded_weight()
     if not (torch.is_grad_enabled() and conv.weight.requires_grad):
         return conv._conv_forward(x, weight, shift)
     version = conv.weight._version
@@ -41,7 +45,7 @@ def conv_frozen_bn(conv: nn.Conv2d, bn: FrozenBatchNorm2d, x: Tensor) -> Tensor:
             return packed
         if conv.weight._version != version:
             raise RuntimeError("a convolution weight was modified in place between the forward and the backward")
-        return conv.weight * scale.view(-1, 1, 1, 1)
+        return folded_weight()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
         return conv._conv_forward(x, weight, shift)
