@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from detect.spread import mean_and_error
 
 REPO = Path(__file__).resolve().parent.parent
 PRECISIONS = ("bf16", "off")  # train.amp values: bf16 autocast, float32
@@ -59,13 +59,6 @@ def train_and_evaluate(config: str, seed: int, out: Path, overrides: list[str], 
             bbox = json.loads((evaluation / "metrics.json").read_text())["bbox"]
             metrics[f"train_{train_amp}/eval_{eval_amp}"] = {k: v for k, v in bbox.items() if k != "per_class"}
     return metrics
-
-
-def mean_and_error(values: list[float]) -> dict:
-    """Mean, sample standard deviation and standard error of the mean (None below two values)."""
-    n = len(values)
-    sd = statistics.stdev(values) if n > 1 else None
-    return {"n": n, "mean": statistics.fmean(values), "sd": sd, "standard_error": sd / math.sqrt(n) if sd is not None else None}
 
 
 def summarize(runs: dict[int, dict], metric: str = "AP") -> dict:
