@@ -175,10 +175,7 @@ def _loop(ddp_model: nn.Module, loader, start_iter: int, output_dir: Path, state
             images, targets = next(batches)
             state["skipped"].update(targets)
             image_ids = [t["image_id"] for t in targets]
-            # From pinned memory on CUDA these copies do not wait for the previous step; uint8 is a
-            # quarter of the bytes, and the conversion to float runs on the device.
-            images = [to_float_image(i.to(device, non_blocking=True)) for i in images]
-            targets = [{k: t[k].to(device, non_blocking=True) for k in ("boxes", "labels")} for t in targets]
+            images, targets = batch_to_device(images, targets, device)
             data_time = time.perf_counter() - tick
             lr = state["optimizer"].param_groups[0]["lr"]  # the rate this iteration's update uses
             losses = _step(ddp_model, images, targets, state, params)
@@ -214,6 +211,14 @@ def _loop(ddp_model: nn.Module, loader, start_iter: int, output_dir: Path, state
         bar.close()
         if log:
             log.close()
+
+
+def batch_to_device(images: list[Tensor], targets: list[dict[str, Any]], device: torch.device) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+    """A loader's batch as the model trains on it: float images, and boxes and labels, on ``device``."""
+    # From pinned memory on CUDA these copies do not wait for the previous step; uint8 is a
+    # quarter of the bytes, and the conversion to float runs on the device.
+    images = [to_float_image(i.to(device, non_blocking=True)) for i in images]
+    return images, [{k: t[k].to(device, non_blocking=True) for k in ("boxes", "labels")} for t in targets]
 
 
 def _step(ddp_model: nn.Module, images: list[Tensor], targets: list[dict[str, Tensor]], state: dict, params: list[Tensor]) -> dict[str, Tensor]:
